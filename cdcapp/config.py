@@ -1,0 +1,83 @@
+"""Settings, read once from the environment (prefix ``CDCAPP_``) or a ``.env``-style file.
+
+Every option is documented here; nothing else in the package reads the environment.
+Secrets (database passwords) come from the environment too and have local-only defaults
+that match the native stack.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CDCAPP_", env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    state_dir: Path = Field(
+        default=Path(".state"),
+        description="Folder for the native stack's data, logs and pid files and for worker stores.",
+    )
+
+    # --- Kafka / Faust -------------------------------------------------------------
+    kafka_bootstrap: str = Field(default="127.0.0.1:19092", description="Kafka bootstrap servers.")
+    app_id: str = Field(default="cdcapp", description="Faust app id: consumer group and changelog prefix.")
+    source_topic_prefix: str = Field(default="oltp", description="Debezium topics are <prefix>.<table>.")
+    internal_topic_prefix: str = Field(default="cdcapp", description="Prefix of the app's own topics.")
+    partitions: int = Field(default=4, ge=1, description="Partitions of every internal topic.")
+    replication_factor: int = Field(default=1, ge=1, description="Replication of internal topics.")
+    store: str = Field(default="rocksdb://", description="Faust table store: rocksdb:// or memory://.")
+    worker_dir: Path | None = Field(
+        default=None, description="Faust data dir (RocksDB). One per worker; default <state_dir>/worker-<web_port>."
+    )
+    web_port: int = Field(default=6066, description="Faust web port (views, /metrics). One per worker.")
+    web_host: str = Field(default="127.0.0.1", description="Faust web bind and advertised host.")
+    spec_path: Path | None = Field(default=None, description="Pipeline spec YAML; default: built-in e-commerce.")
+
+    # --- Sink -----------------------------------------------------------------------
+    clickhouse_url: str = Field(
+        default="",
+        description="clickhouse://user:pass@host:port/db (server) or chdb:///path (embedded). "
+        "Empty means chdb under <state_dir>/chdb.",
+    )
+    flush_rows: int = Field(default=10_000, ge=1, description="Flush the sink buffer at this many rows...")
+    flush_interval_ms: int = Field(default=500, ge=1, description="...or when its oldest row is this old.")
+    sink_retry_max_s: float = Field(default=30.0, description="Longest backoff between ClickHouse retries.")
+
+    # --- Native stack ports (127.0.0.1) ---------------------------------------------
+    pg_port: int = 15432
+    pg_user: str = "postgres"
+    pg_password: str = "postgres"
+    pg_db: str = "oltp_db"
+    mariadb_port: int = 13306
+    mariadb_user: str = "cdc"
+    mariadb_password: str = "cdc"
+    mariadb_db: str = "oltp_db"
+    kafka_port: int = 19092
+    kafka_controller_port: int = 19093
+    connect_port: int = 18083
+    clickhouse_port: int = 19000
+    clickhouse_http_port: int = 18123
+    clickhouse_db: str = "olap_db"
+
+    @property
+    def state_path(self) -> Path:
+        return self.state_dir.resolve()
+
+    @property
+    def resolved_clickhouse_url(self) -> str:
+        return self.clickhouse_url or f"chdb://{self.state_path / 'chdb'}"
+
+    @property
+    def resolved_worker_dir(self) -> Path:
+        return (self.worker_dir or self.state_path / f"worker-{self.web_port}").resolve()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
