@@ -1,0 +1,295 @@
+"""Trigger capture and the relay's bookkeeping, with a stand-in producer (no Kafka)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import orjson
+import pytest
+
+import cdcapp
+from cdcapp.config import Settings
+from cdcapp.sources import sqlite_capture as cap
+from cdcapp.sources.connections import connect_sqlite, ensure_schema
+
+SETTINGS = Settings(source_topic_prefix="oltp")
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "shop.db"
+    conn = connect_sqlite(path)
+    ensure_schema("sqlite", conn)
+    conn.close()
+    return path
+
+
+@pytest.fixture
+def conn(db: Path):
+    cap.install(db)
+    c = connect_sqlite(db)
+    yield c
+    c.close()
+
+
+def log_rows(conn: sqlite3.Connection) -> list[cap.LogRow]:
+    return [cap.LogRow(*r) for r in conn.execute("SELECT seq, tbl, op, pk, before, after, ts_ms FROM _cdc_log ORDER BY seq")]
+
+
+def add_customer(conn: sqlite3.Connection, email: str = "a@example.com") -> int:
+    return conn.execute(
+        "INSERT INTO customers (email, name, country, city, created_at) VALUES (?, 'Ann', 'DE', 'Berlin', '2024-01-02 03:04:05')",
+        (email,),
+    ).lastrowid
+
+
+def test_triggers_log_insert_update_delete_with_row_images(conn):
+    cid = add_customer(conn)
+    conn.execute("UPDATE customers SET city = 'Hamburg' WHERE id = ?", (cid,))
+    conn.execute("INSERT INTO products (name, category, price, created_at) VALUES ('Mug', 'kitchen', '12.30', '2024-01-02 03:04:05')")
+    conn.execute("DELETE FROM customers WHERE id = ?", (cid,))
+
+    rows = log_rows(conn)
+    assert [(r.tbl, r.op, r.pk) for r in rows] == [
+        ("customers", "c", f'{{"id":{cid}}}'),
+        ("customers", "u", f'{{"id":{cid}}}'),
+        ("products", "c", '{"id":1}'),
+        ("customers", "d", f'{{"id":{cid}}}'),
+    ]
+    created = {"id": cid, "email": "a@example.com", "name": "Ann", "country": "DE", "city": "Berlin", "created_at": "2024-01-02 03:04:05"}
+    moved = created | {"city": "Hamburg"}
+    assert (rows[0].before, orjson.loads(rows[0].after)) == (None, created)
+    assert (orjson.loads(rows[1].before), orjson.loads(rows[1].after)) == (created, moved)
+    assert (orjson.loads(rows[3].before), rows[3].after) == (moved, None)
+    # Decimals stay the exact strings they were stored as.
+    assert orjson.loads(rows[2].after)["price"] == "12.30"
+    assert all(abs(r.ts_ms - cap._now_ms()) < 10_000 for r in rows)
+
+
+def test_change_is_logged_in_the_same_transaction(conn):
+    conn.execute("BEGIN IMMEDIATE")
+    add_customer(conn)
+    conn.execute("ROLLBACK")
+    assert log_rows(conn) == []
+
+    conn.execute("BEGIN IMMEDIATE")
+    add_customer(conn)
+    conn.execute("COMMIT")
+    assert [r.op for r in log_rows(conn)] == ["c"]
+
+
+def test_primary_key_change_is_a_delete_and_a_create(conn):
+    cid = add_customer(conn)
+    conn.execute("UPDATE customers SET id = 100 WHERE id = ?", (cid,))
+    ops = [(r.op, r.pk) for r in log_rows(conn)][1:]
+    assert ops == [("d", f'{{"id":{cid}}}'), ("c", '{"id":100}')]
+
+
+def test_install_reads_the_columns_and_is_repeatable(db):
+    c = connect_sqlite(db)
+    c.execute("ALTER TABLE customers ADD COLUMN phone TEXT")
+    c.execute("CREATE TABLE tags (a TEXT, b INTEGER, label TEXT, PRIMARY KEY (b, a))")
+    cap.install(db, ["customers", "tags"])
+    cap.install(db, ["customers", "tags"])
+    c.execute("INSERT INTO tags VALUES ('x', 2, 'hi')")
+    cid = add_customer(c)
+    rows = log_rows(c)
+    assert rows[0].pk == '{"b":2,"a":"x"}' and orjson.loads(rows[0].after) == {"a": "x", "b": 2, "label": "hi"}
+    assert orjson.loads(rows[1].after)["phone"] is None and rows[1].pk == f'{{"id":{cid}}}'
+    # Re-installing with fewer tables drops the others' triggers.
+    cap.install(db, ["tags"])
+    add_customer(c, "b@example.com")
+    assert len(log_rows(c)) == 2
+    c.close()
+
+
+def test_install_refuses_missing_tables_and_tables_without_key(db):
+    c = connect_sqlite(db)
+    c.execute("CREATE TABLE heap (x TEXT)")
+    c.close()
+    with pytest.raises(cap.CaptureError, match="no table"):
+        cap.install(db, ["nope"])
+    with pytest.raises(cap.CaptureError, match="primary key"):
+        cap.install(db, ["heap"])
+
+
+def test_uninstall_removes_triggers_and_tables(conn, db):
+    add_customer(conn)
+    cap.uninstall(db)
+    leftovers = conn.execute("SELECT type, name FROM sqlite_master WHERE name LIKE '\\_cdc\\_%' ESCAPE '\\'").fetchall()
+    assert leftovers == []
+    add_customer(conn, "b@example.com")  # the application keeps working without the log
+    assert conn.execute("SELECT count(*) FROM customers").fetchone()[0] == 2
+    cap.uninstall(db)  # idempotent
+
+
+def test_envelope_shape():
+    env = cap.build_envelope(
+        table="products",
+        op="u",
+        before={"id": 1, "price": "1.00"},
+        after={"id": 1, "price": "2.50"},
+        source_id="shop",
+        db_name="shop.db",
+        seq=42,
+        change_ts_ms=1_700_000_000_000,
+        snapshot=False,
+        publish_ts_ms=1_700_000_000_123,
+    )
+    assert env == {
+        "before": {"id": 1, "price": "1.00"},
+        "after": {"id": 1, "price": "2.50"},
+        "op": "u",
+        "ts_ms": 1_700_000_000_123,
+        "source": {
+            "version": cdcapp.__version__,
+            "connector": "sqlite",
+            "name": "shop",
+            "ts_ms": 1_700_000_000_000,
+            "db": "shop.db",
+            "table": "products",
+            "seq": 42,
+            "snapshot": "false",
+        },
+    }
+    assert cap.build_envelope(
+        table="t", op="r", before=None, after={}, source_id="s", db_name="d", seq=0, change_ts_ms=0, snapshot=True
+    )["source"]["snapshot"] == "true"
+
+
+def test_delete_is_followed_by_a_tombstone():
+    row = cap.LogRow(7, "orders", "d", '{"id":3}', '{"id":3,"total":"9.99"}', None, 123)
+    records = cap.change_records(row, topic_prefix="oltp", source_id="s", db_name="shop.db")
+    assert [(r.topic, r.key) for r in records] == [("oltp.orders", b'{"id":3}')] * 2
+    value = orjson.loads(records[0].value)
+    assert value["op"] == "d" and value["before"] == {"id": 3, "total": "9.99"} and value["after"] is None
+    assert value["source"]["seq"] == 7 and value["source"]["ts_ms"] == 123
+    assert records[1].value is None
+
+
+# --- relay with a stand-in producer -----------------------------------------------------
+
+
+class FakeProducer:
+    """Acknowledges every send, or fails the ones ``fail`` says to, like aiokafka would."""
+
+    def __init__(self, fail=lambda n: False) -> None:
+        self.sent: list[tuple[str, bytes, dict | None]] = []
+        self.fail = fail
+        self.calls = 0
+
+    async def send(self, topic, value=None, key=None):
+        from aiokafka.errors import KafkaTimeoutError
+
+        self.calls += 1
+        fut = asyncio.get_running_loop().create_future()
+        if self.fail(self.calls):
+            fut.set_exception(KafkaTimeoutError())
+        else:
+            self.sent.append((topic, key, orjson.loads(value) if value is not None else None))
+            fut.set_result(None)
+        return fut
+
+    def events(self):
+        return [(t, orjson.loads(k), v) for t, k, v in self.sent]
+
+
+async def until(cond, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+def state(conn: sqlite3.Connection):
+    return conn.execute("SELECT source_id, snapshot_seq, published_seq FROM _cdc_state").fetchone()
+
+
+async def start(db: Path, producer, source_id="shop", **kw):
+    stop = asyncio.Event()
+    task = asyncio.create_task(cap.run_relay(db, SETTINGS, source_id, stop, producer=producer, poll_interval=0.01, **kw))
+    return stop, task
+
+
+async def test_snapshot_then_changes_with_positions_and_pruning(db):
+    c = connect_sqlite(db)
+    add_customer(c, "before-install@example.com")
+    cap.install(db)
+    cid2 = add_customer(c, "before-snapshot@example.com")  # logged, and covered by the snapshot
+    producer = FakeProducer()
+    stop, task = await start(db, producer, batch_size=2)
+    await until(lambda: len(producer.sent) >= 2)
+    cid3 = add_customer(c, "live@example.com")
+    c.execute("DELETE FROM customers WHERE id = ?", (cid2,))
+    await until(lambda: len(producer.sent) >= 5)
+    await until(lambda: state(c)[2] == c.execute("SELECT seq FROM sqlite_sequence WHERE name='_cdc_log'").fetchone()[0])
+    stop.set()
+    stats = await task
+
+    events = producer.events()
+    assert [(t, k["id"], v["op"] if v else None) for t, k, v in events] == [
+        ("oltp.customers", 1, "r"),
+        ("oltp.customers", cid2, "r"),
+        ("oltp.customers", cid3, "c"),
+        ("oltp.customers", cid2, "d"),
+        ("oltp.customers", cid2, None),
+    ]
+    snapshot_seq = events[0][2]["source"]["seq"]
+    assert events[1][2]["source"]["seq"] == snapshot_seq and events[0][2]["source"]["snapshot"] == "true"
+    assert all(v["source"]["seq"] > snapshot_seq for _, _, v in events[2:4])
+    assert events[2][2]["source"]["snapshot"] == "false" and events[2][2]["source"]["db"] == "shop.db"
+    assert events[2][2]["after"]["email"] == "live@example.com"
+    # The insert logged before the snapshot is not sent again: the snapshot covers it.
+    assert snapshot_seq == 1
+    assert log_rows(c) == []  # pruned after the acknowledgement
+    assert state(c)[:2] == ("shop", snapshot_seq)
+    assert (stats.snapshot_rows, stats.changes, stats.records) == (2, 2, 5)
+    c.close()
+
+
+async def test_restart_resumes_without_a_new_snapshot(conn, db):
+    add_customer(conn)
+    first = FakeProducer()
+    stop, task = await start(db, first)
+    await until(lambda: len(first.sent) == 1)
+    stop.set()
+    await task
+
+    add_customer(conn, "b@example.com")
+    second = FakeProducer()
+    stop, task = await start(db, second)
+    await until(lambda: len(second.sent) == 1)
+    stop.set()
+    await task
+    assert [v["op"] for _, _, v in second.events()] == ["c"]
+
+    # Another source id is another stream: it starts with its own snapshot.
+    third = FakeProducer()
+    stop, task = await start(db, third, source_id="other")
+    await until(lambda: len(third.sent) == 2)
+    stop.set()
+    await task
+    assert [v["op"] for _, _, v in third.events()] == ["r", "r"]
+
+
+async def test_unacknowledged_batch_is_sent_again_and_nothing_is_lost(conn, db):
+    producer = FakeProducer(fail=lambda n: n in (3, 4))
+    stop, task = await start(db, producer, batch_size=3)
+    for i in range(10):
+        add_customer(conn, f"{i}@example.com")
+    await until(lambda: state(conn) is not None and state(conn)[2] == 10)
+    stop.set()
+    stats = await task
+    ids = [k["id"] for _, k, _ in producer.events()]
+    assert set(ids) == set(range(1, 11))
+    assert stats.errors >= 1 and len(ids) > 10  # a failed batch is re-sent whole
+    assert log_rows(conn) == []
+
+
+async def test_relay_refuses_a_database_without_capture(db):
+    with pytest.raises(cap.CaptureError, match="not installed"):
+        await cap.run_relay(db, SETTINGS, "s", producer=FakeProducer())
+    with pytest.raises(cap.CaptureError, match="no database"):
+        await cap.run_relay(db.with_name("missing.db"), SETTINGS, "s", producer=FakeProducer())
