@@ -2,12 +2,83 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import signal
+from enum import Enum
+from pathlib import Path
+
 import typer
 
 from cdcapp.stack.cli import stack_app
 
 app = typer.Typer(no_args_is_help=True, help="Change-data-capture from OLTP databases into ClickHouse.")
 app.add_typer(stack_app, name="stack")
+
+capture_app = typer.Typer(no_args_is_help=True, help="Capture changes from sources that have no Debezium connector.")
+app.add_typer(capture_app, name="capture")
+
+
+@capture_app.command("sqlite")
+def capture_sqlite(
+    db: Path = typer.Option(..., "--db", help="The SQLite database file."),
+    uninstall: bool = typer.Option(False, "--uninstall", help="Drop the triggers, change log and state, then exit."),
+    source_id: str = typer.Option("sqlite", "--source-id", help="source.name in the events."),
+    tables: str = typer.Option("customers,products,orders,order_items", "--tables", help="Comma-separated tables."),
+    poll_ms: int = typer.Option(100, "--poll-ms", min=1, help="Poll interval of the change log when idle."),
+    batch: int = typer.Option(1000, "--batch", min=1, help="Change-log rows per Kafka round trip."),
+) -> None:
+    """Install trigger capture on a SQLite database and relay its changes to Kafka until stopped."""
+    from cdcapp.config import get_settings
+    from cdcapp.sources import sqlite_capture
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if uninstall:
+        sqlite_capture.uninstall(db)
+        return
+    sqlite_capture.install(db, [t.strip() for t in tables.split(",") if t.strip()])
+
+    async def relay() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await sqlite_capture.run_relay(
+            db, get_settings(), source_id, stop, poll_interval=poll_ms / 1000, batch_size=batch
+        )
+
+    asyncio.run(relay())
+
+
+class SourceKind(str, Enum):
+    postgres = "postgres"
+    mariadb = "mariadb"
+    sqlite = "sqlite"
+
+
+@app.command()
+def generate(
+    source: SourceKind = typer.Option(..., "--source", help="Database to write to."),
+    db: Path | None = typer.Option(None, "--db", help="SQLite database file (created if missing)."),
+    rate: float = typer.Option(100.0, "--rate", min=0, help="Row changes per second; 0 = as fast as possible."),
+    duration: float | None = typer.Option(None, "--duration", help="Stop after this many seconds."),
+    changes: int | None = typer.Option(None, "--changes", help="Stop after this many row changes."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+) -> None:
+    """Run the e-commerce workload against an OLTP source."""
+    from cdcapp.config import get_settings
+    from cdcapp.sources.connections import connect, ensure_schema
+    from cdcapp.sources.generator import print_stats, run_workload
+
+    if source is SourceKind.sqlite and db is None:
+        raise typer.BadParameter("--db is required for --source sqlite", param_hint="--db")
+    conn = connect(source.value, get_settings(), db)
+    try:
+        ensure_schema(source.value, conn)
+        stats = run_workload(conn, source.value, rate=rate, duration=duration, changes=changes, seed=seed)
+    finally:
+        conn.close()
+    print_stats(stats)
 
 
 def main() -> None:
