@@ -1,0 +1,39 @@
+-- OLTP schema of the e-commerce seed, PostgreSQL side. Applied at every `cdcapp stack up`:
+-- idempotent. Foreign keys are plain: the application deletes children explicitly, the same on
+-- both sources (InnoDB cascades never reach the binlog).
+--
+-- The tables keep REPLICA IDENTITY DEFAULT: update and delete events carry only the primary key
+-- as before-image, which is enough because the pipeline keeps its own state per key.
+
+CREATE TABLE IF NOT EXISTS customers (
+    id          BIGSERIAL    PRIMARY KEY,
+    email       VARCHAR(255) NOT NULL,
+    name        VARCHAR(255) NOT NULL,
+    country     VARCHAR(64)  NOT NULL,
+    city        VARCHAR(64)  NOT NULL,
+    created_at  TIMESTAMP(0) NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS products (
+    id          BIGSERIAL     PRIMARY KEY,
+    name        VARCHAR(255)  NOT NULL,
+    category    VARCHAR(64)   NOT NULL,
+    price       NUMERIC(12,2) NOT NULL,
+    created_at  TIMESTAMP(0)  NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS orders (
+    id           BIGSERIAL     PRIMARY KEY,
+    customer_id  BIGINT        NOT NULL REFERENCES customers (id),
+    order_date   TIMESTAMP(0)  NOT NULL,
+    status       VARCHAR(16)   NOT NULL,
+    total        NUMERIC(14,2) NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS order_items (
+    id          BIGSERIAL     PRIMARY KEY,
+    order_id    BIGINT        NOT NULL REFERENCES orders (id),
+    product_id  BIGINT        NOT NULL REFERENCES products (id),
+    quantity    INTEGER       NOT NULL,
+    price       NUMERIC(12,2) NOT NULL
+);
