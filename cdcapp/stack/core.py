@@ -1,0 +1,74 @@
+"""Bring the whole stack up or down in dependency order, and report on it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cdcapp.config import Settings, get_settings
+from cdcapp.stack.base import Echo, ProcessService, Service
+from cdcapp.stack.clickhouse import ClickHouse
+from cdcapp.stack.connect import Connect
+from cdcapp.stack.connectors import SOURCES, Connector
+from cdcapp.stack.install import ensure_installed
+from cdcapp.stack.kafka import Kafka
+from cdcapp.stack.mariadb import MariaDB
+from cdcapp.stack.postgres import Postgres
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    up: bool
+    address: str
+    detail: str = ""
+    pid: int | None = None
+
+
+def services(settings: Settings | None = None) -> list[Service]:
+    """Every service, in start order."""
+    s = settings or get_settings()
+    return [
+        Postgres(s), MariaDB(s), ClickHouse(s), Kafka(s), Connect(s),
+        *(Connector(s, source) for source in SOURCES),
+    ]
+
+
+def service(name: str, settings: Settings | None = None) -> Service:
+    by_name = {svc.name: svc for svc in services(settings)}
+    if name not in by_name:
+        raise KeyError(f"no service {name!r}; services: {', '.join(by_name)}")
+    return by_name[name]
+
+
+def _pid(svc: Service) -> int | None:
+    return svc.pid() if isinstance(svc, ProcessService) else None
+
+
+def up(settings: Settings | None = None, echo: Echo = print) -> list[ServiceStatus]:
+    """Install what is missing, start what is not running, wait until everything is healthy.
+
+    Raises StackError naming the log of the first service that does not come up.
+    """
+    ensure_installed(echo)
+    result = []
+    for svc in services(settings):
+        svc.ensure_up(echo)
+        st = ServiceStatus(svc.name, True, svc.address, pid=_pid(svc))
+        echo(f"{st.name:<18} up    {st.address}")
+        result.append(st)
+    return result
+
+
+def down(settings: Settings | None = None, echo: Echo = print) -> None:
+    """Stop, in reverse order, the processes this stack started (and only those)."""
+    for svc in reversed(services(settings)):
+        if svc.stop():
+            echo(f"{svc.name:<18} stopped")
+
+
+def status(settings: Settings | None = None) -> list[ServiceStatus]:
+    return [
+        ServiceStatus(svc.name, why is None, svc.address, why or "", _pid(svc))
+        for svc in services(settings)
+        for why in [svc.check()]
+    ]
