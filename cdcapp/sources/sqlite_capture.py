@@ -18,7 +18,9 @@ exactly the state after log entry S, so each ``r`` event carries position S and 
 stream continues with entries ``seq > S``. ``_cdc_state`` holds the published high-water
 mark; it moves (and published log rows are pruned) only after Kafka acknowledged every
 event up to it, so a restart re-publishes at most one batch: at-least-once, duplicates
-are for the idempotent sink to absorb. A relay killed during the snapshot snapshots again.
+are for the idempotent sink to absorb. A relay killed during the snapshot snapshots again,
+but first re-sends the log from where the failed attempt started: a row that attempt
+published and that was deleted since is in no new snapshot, only its delete is.
 
 Limits: ``INSERT OR REPLACE`` removes conflicting rows without firing delete triggers
 (unless the application enables ``recursive_triggers``); ``WITHOUT ROWID`` tables work,
@@ -70,6 +72,7 @@ CREATE TABLE IF NOT EXISTS {STATE_TABLE} (
     id            INTEGER PRIMARY KEY CHECK (id = 1),
     source_id     TEXT    NOT NULL,
     tables        TEXT    NOT NULL,
+    snapshot_done INTEGER NOT NULL,
     snapshot_seq  INTEGER NOT NULL,
     published_seq INTEGER NOT NULL,
     updated_ms    INTEGER NOT NULL
@@ -300,8 +303,13 @@ def change_records(row: LogRow, *, topic_prefix: str, source_id: str, db_name: s
 class RelayState:
     source_id: str
     tables: str
+    snapshot_done: bool
+    #: the snapshot's position; while it is not done, where its first attempt started
     snapshot_seq: int
     published_seq: int
+
+    def same_stream(self, source_id: str, tables: str) -> bool:
+        return (self.source_id, self.tables) == (source_id, tables)
 
 
 @dataclass
@@ -365,9 +373,37 @@ class _Store:
         if not tables:
             raise CaptureError(f"capture is not installed in {self.db}")
         row = self.conn.execute(
-            f"SELECT source_id, tables, snapshot_seq, published_seq FROM {STATE_TABLE} WHERE id = 1"
+            f"SELECT source_id, tables, snapshot_done, snapshot_seq, published_seq FROM {STATE_TABLE} WHERE id = 1"
         ).fetchone()
-        return (RelayState(*row) if row else None), tables
+        return (RelayState(row[0], row[1], bool(row[2]), row[3], row[4]) if row else None), tables
+
+    def start_snapshot(self, source_id: str, tables: str) -> RelayState:
+        """Record that a snapshot is under way, from where the stream must resume if it fails.
+
+        A retried snapshot keeps the first attempt's start: the aborted attempt may have
+        published rows that were deleted since, and only the log from that start has their
+        deletes. Log rows before the start are covered by any snapshot and are pruned.
+        """
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = self.conn.execute(
+                f"SELECT source_id, tables, snapshot_done, snapshot_seq FROM {STATE_TABLE} WHERE id = 1"
+            ).fetchone()
+            if row and (row[0], row[1], row[2]) == (source_id, tables, 0):
+                start = row[3]
+            else:
+                start = self._last_seq()
+            state = RelayState(source_id, tables, False, start, start)
+            self._write_state(state)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        return state
+
+    def _last_seq(self) -> int:
+        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (LOG_TABLE,)).fetchone()
+        return row[0] if row else 0
 
     def snapshot_begin(self) -> tuple[int, int]:
         """Open the snapshot's read transaction; return its position and start time."""
@@ -375,8 +411,7 @@ class _Store:
         self.conn.execute("BEGIN")
         # The first read fixes the transaction's view; what it returns is the last seq
         # committed before it, and the tables read next show exactly that state.
-        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (LOG_TABLE,)).fetchone()
-        return (row[0] if row else 0), _now_ms()
+        return self._last_seq(), _now_ms()
 
     def snapshot_open(self, info: TableInfo) -> None:
         order = ", ".join(_ident(c) for c in info.key)
@@ -393,10 +428,11 @@ class _Store:
         if self.conn.in_transaction:
             self.conn.execute("COMMIT")
 
-    def read_changes(self, after_seq: int, limit: int) -> list[LogRow]:
+    def read_changes(self, after_seq: int, limit: int, upto_seq: int | None = None) -> list[LogRow]:
         rows = self.conn.execute(
-            f"SELECT seq, tbl, op, pk, before, after, ts_ms FROM {LOG_TABLE} WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after_seq, limit),
+            f"SELECT seq, tbl, op, pk, before, after, ts_ms FROM {LOG_TABLE} "
+            "WHERE seq > ? AND seq <= coalesce(?, seq) ORDER BY seq LIMIT ?",
+            (after_seq, upto_seq, limit),
         ).fetchall()
         return [LogRow(*r) for r in rows]
 
@@ -407,16 +443,19 @@ class _Store:
         """Record the acknowledged position and prune what it covers, in one short write."""
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            self.conn.execute(
-                f"INSERT OR REPLACE INTO {STATE_TABLE} "
-                "(id, source_id, tables, snapshot_seq, published_seq, updated_ms) VALUES (1, ?, ?, ?, ?, ?)",
-                (state.source_id, state.tables, state.snapshot_seq, state.published_seq, _now_ms()),
-            )
-            self.conn.execute(f"DELETE FROM {LOG_TABLE} WHERE seq <= ?", (state.published_seq,))
+            self._write_state(state)
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
+
+    def _write_state(self, state: RelayState) -> None:
+        self.conn.execute(
+            f"INSERT OR REPLACE INTO {STATE_TABLE} (id, source_id, tables, snapshot_done, snapshot_seq, "
+            "published_seq, updated_ms) VALUES (1, ?, ?, ?, ?, ?, ?)",
+            (state.source_id, state.tables, int(state.snapshot_done), state.snapshot_seq, state.published_seq, _now_ms()),
+        )
+        self.conn.execute(f"DELETE FROM {LOG_TABLE} WHERE seq <= ?", (state.published_seq,))
 
 
 class Relay:
@@ -464,21 +503,14 @@ class Relay:
     async def _stream(self, stop: asyncio.Event) -> None:
         state, tables = await self.store.call(self.store.load)
         names = ",".join(t.name for t in tables)
-        if state is None or state.source_id != self.source_id or state.tables != names:
+        if state is None or not state.snapshot_done or not state.same_stream(self.source_id, names):
             state = await self._snapshot(tables, names)
         self.stats.published_seq = state.published_seq
         while not stop.is_set():
             rows = await self.store.call(self.store.read_changes, state.published_seq, self.batch_size)
             if rows:
-                records = [
-                    rec
-                    for row in rows
-                    for rec in change_records(
-                        row, topic_prefix=self.settings.source_topic_prefix, source_id=self.source_id, db_name=self.db.name
-                    )
-                ]
-                await self._send(records)
-                state = RelayState(state.source_id, state.tables, state.snapshot_seq, rows[-1].seq)
+                await self._send(self._change_records(rows))
+                state = RelayState(state.source_id, state.tables, True, state.snapshot_seq, rows[-1].seq)
                 await self.store.call(self.store.commit_progress, state)
                 self.stats.changes += len(rows)
                 self.stats.published_seq = state.published_seq
@@ -487,10 +519,17 @@ class Relay:
                 await _wait(stop, self.poll_interval)
 
     async def _snapshot(self, tables: list[TableInfo], names: str) -> RelayState:
+        start = await self.store.call(self.store.start_snapshot, self.source_id, names)
         position, started_ms = await self.store.call(self.store.snapshot_begin)
         log.info("relay %s: snapshot of %s at position %d", self.db, names, position)
         rows_total = 0
         try:
+            # Changes since a failed attempt started come first, in the snapshot's view, so
+            # that rows the attempt published and that are gone now get their delete.
+            after = start.snapshot_seq
+            while rows := await self.store.call(self.store.read_changes, after, self.batch_size, position):
+                await self._send(self._change_records(rows))
+                after = rows[-1].seq
             for info in tables:
                 await self.store.call(self.store.snapshot_open, info)
                 while batch := await self.store.call(self.store.snapshot_fetch, self.batch_size):
@@ -498,12 +537,20 @@ class Relay:
                     rows_total += len(batch)
         finally:
             await self.store.call(self.store.end_read)
-        state = RelayState(self.source_id, names, position, position)
+        state = RelayState(self.source_id, names, True, position, position)
         await self.store.call(self.store.commit_progress, state)
         self.stats.snapshot_rows += rows_total
         self.stats.snapshots += 1
         log.info("relay %s: snapshot done, %d rows", self.db, rows_total)
         return state
+
+    def _change_records(self, rows: list[LogRow]) -> list[Record]:
+        prefix = self.settings.source_topic_prefix
+        return [
+            rec
+            for row in rows
+            for rec in change_records(row, topic_prefix=prefix, source_id=self.source_id, db_name=self.db.name)
+        ]
 
     def _snapshot_record(self, info: TableInfo, key: str, image: str, position: int, started_ms: int) -> Record:
         value = build_envelope(

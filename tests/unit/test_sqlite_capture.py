@@ -204,7 +204,8 @@ async def until(cond, timeout: float = 10.0) -> None:
 
 
 def state(conn: sqlite3.Connection):
-    return conn.execute("SELECT source_id, snapshot_seq, published_seq FROM _cdc_state").fetchone()
+    """(source_id, snapshot_seq, published_seq), once the snapshot is done."""
+    return conn.execute("SELECT source_id, snapshot_seq, published_seq FROM _cdc_state WHERE snapshot_done").fetchone()
 
 
 async def start(db: Path, producer, source_id="shop", **kw):
@@ -293,3 +294,29 @@ async def test_relay_refuses_a_database_without_capture(db):
         await cap.run_relay(db, SETTINGS, "s", producer=FakeProducer())
     with pytest.raises(cap.CaptureError, match="no database"):
         await cap.run_relay(db.with_name("missing.db"), SETTINGS, "s", producer=FakeProducer())
+
+
+async def test_retried_snapshot_sends_the_deletes_of_rows_an_aborted_attempt_published(conn, db):
+    for i in range(3):
+        add_customer(conn, f"{i}@example.com")
+    app = connect_sqlite(db)
+
+    def fail_once_after_first_row(n: int) -> bool:
+        if n == 2:
+            # The first attempt published customer 1; it goes away before the retry.
+            app.execute("DELETE FROM customers WHERE id = 1")
+            return True
+        return False
+
+    producer = FakeProducer(fail=fail_once_after_first_row)
+    stop, task = await start(db, producer, batch_size=1)
+    await until(lambda: state(conn) is not None and state(conn)[2] >= 1 and len(producer.sent) >= 4)
+    stop.set()
+    stats = await task
+    app.close()
+
+    events = [(k["id"], v["op"] if v else None, v["source"]["seq"] if v else None) for _, k, v in producer.events()]
+    # The inserts are log entries 1-3, the delete 4. Attempt 1: r(1) at 3; the retry: the
+    # delete and its tombstone, then r(2), r(3) at 4.
+    assert events == [(1, "r", 3), (1, "d", 4), (1, None, None), (2, "r", 4), (3, "r", 4)]
+    assert stats.snapshots == 1 and stats.errors == 1
