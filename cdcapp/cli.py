@@ -81,6 +81,39 @@ def generate(
     print_stats(stats)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def worker(ctx: typer.Context) -> None:
+    """Run a pipeline worker (the same as ``faust -A cdcapp.app worker``; extra options go to Faust).
+
+    Each worker on one machine needs its own CDCAPP_WEB_PORT: it also names its RocksDB folder.
+    """
+    import sys
+
+    from cdcapp.app import app as faust_app
+
+    sys.argv = ["cdcapp", "worker", "--loglevel", "info", *ctx.args]
+    faust_app.main()
+
+
+@app.command()
+def verify(
+    source: SourceKind = typer.Option(..., "--source", help="The OLTP database to compare with."),
+    source_id: str | None = typer.Option(None, "--source-id", help="_source in ClickHouse (default: --source)."),
+    db: Path | None = typer.Option(None, "--db", help="SQLite database file, for --source sqlite."),
+    wait: float = typer.Option(0.0, "--wait", min=0, help="Keep comparing up to this many seconds until equal."),
+    limit: int = typer.Option(10, "--limit", min=1, help="Differences shown per table."),
+) -> None:
+    """Ground-truth check: ClickHouse *_current views equal the OLTP join, row for row (exit 0)."""
+    from cdcapp.config import get_settings
+    from cdcapp.spec import load_spec
+    from cdcapp.verify import verify as run_verify
+
+    settings = get_settings()
+    report = run_verify(settings, load_spec(settings.spec_path), source.value, source_id, db, wait_s=wait)
+    typer.echo(report.render(limit))
+    raise typer.Exit(0 if report.equal else 1)
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,27 @@
+"""When to flush the sink buffer: a pure object handed the time, testable without clocks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class FlushPolicy:
+    max_rows: int
+    max_age_s: float
+    rows: int = 0
+    oldest_at: float | None = None
+
+    def added(self, count: int, now: float) -> None:
+        if self.rows == 0:
+            self.oldest_at = now
+        self.rows += count
+
+    def due(self, now: float) -> bool:
+        if self.rows == 0:
+            return False
+        return self.rows >= self.max_rows or now - (self.oldest_at or now) >= self.max_age_s
+
+    def flushed(self) -> None:
+        self.rows = 0
+        self.oldest_at = None
