@@ -11,6 +11,13 @@ import pymysql
 from cdcapp.stack.base import HOST, Echo, ProbeFailed, ProcessService, StackError
 from cdcapp.stack.postgres import check_reachable_by, schema_sql
 
+# What Debezium's MariaDB connector needs: snapshot reads and locks, binlog streaming and the binlog
+# status statements (REPLICATION CLIENT is 10.5+'s alias of BINLOG MONITOR, named for the docs).
+CDC_PRIVILEGES = (
+    "SELECT, RELOAD, SHOW DATABASES, LOCK TABLES, REPLICATION SLAVE, REPLICATION CLIENT, "
+    "BINLOG MONITOR, REPLICATION MASTER ADMIN"
+)
+
 
 def split_statements(sql: str) -> list[str]:
     body = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
@@ -73,8 +80,7 @@ class MariaDB(ProcessService):
             f"CREATE DATABASE IF NOT EXISTS `{db}` CHARACTER SET utf8mb4;\n"
             f"CREATE USER IF NOT EXISTS '{u}'@'%' IDENTIFIED BY '{pw}';\n"
             f"ALTER USER '{u}'@'%' IDENTIFIED BY '{pw}';\n"
-            f"GRANT SELECT, RELOAD, SHOW DATABASES, REPLICATION SLAVE, BINLOG MONITOR, "
-            f"REPLICATION MASTER ADMIN, LOCK TABLES ON *.* TO '{u}'@'%';\n"
+            f"GRANT {CDC_PRIVILEGES} ON *.* TO '{u}'@'%';\n"
             f"GRANT ALL PRIVILEGES ON `{db}`.* TO '{u}'@'%';\n"
         )
 
