@@ -182,25 +182,44 @@ class ProcessService(Service):
     def after_ready(self, echo: Echo) -> None:
         """Idempotent setup once healthy (databases, schema); runs on every ``up``."""
 
-    def env(self) -> dict[str, str]:
-        return dict(os.environ)
-
     @property
     def pid_path(self) -> Path:
         return self.state / "run" / f"{self.name}.pid"
 
-    def pid(self) -> int | None:
-        """Pid of the live process this stack started, else None."""
+    def _recorded(self) -> tuple[int, str] | None:
         try:
             pid_s, started = self.pid_path.read_text().split()
         except (FileNotFoundError, ValueError):
             return None
-        pid = int(pid_s)
-        return pid if process_alive(pid, started) else None
+        return int(pid_s), started
+
+    def pid(self) -> int | None:
+        """Pid of the live process this stack started, else None."""
+        recorded = self._recorded()
+        return recorded[0] if recorded and process_alive(*recorded) else None
+
+    def _kill_leftovers(self) -> None:
+        """Kill what remains of a service whose main process died (killed by hand, crashed).
+
+        PostgreSQL backends outlive a killed postmaster and keep its shared memory, so a new one
+        would refuse to start. Linux never reuses a pid while it is still some process group's id:
+        while the recorded leader is gone and its group is not empty, every member is ours.
+        """
+        recorded = self._recorded()
+        if recorded is None or process_alive(recorded[0]):
+            return
+        deadline = time.monotonic() + 10
+        try:
+            while time.monotonic() < deadline:
+                os.killpg(recorded[0], signal.SIGKILL)
+                time.sleep(0.1)
+        except ProcessLookupError:
+            pass
 
     def ensure_up(self, echo: Echo) -> None:
         pid = self.pid()
         if pid is None:
+            self._kill_leftovers()
             busy = [p for p in self.ports if port_in_use(p)]
             if busy:
                 raise StackError(
@@ -223,7 +242,6 @@ class ProcessService(Service):
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.state,
-                env=self.env(),
                 user=self.user,
                 group=self.user,
                 extra_groups=[] if self.user else None,
@@ -253,13 +271,10 @@ class ProcessService(Service):
             time.sleep(0.1)
         return True
 
-    def probe_or_down(self) -> None:
-        if self.pid() is None:
-            raise ProbeFailed("not running" if not self.pid_path.exists() else "process is gone")
-
     def check(self) -> str | None:
         try:
-            self.probe_or_down()
+            if self.pid() is None:
+                raise ProbeFailed("process is gone" if self.pid_path.exists() else "not running")
             self.probe()
         except ProbeFailed as e:
             return str(e)
