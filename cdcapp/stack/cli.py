@@ -16,8 +16,8 @@ from cdcapp.stack.connectors import SOURCES, Connector, Endpoints
 stack_app = typer.Typer(no_args_is_help=True, help="Run the local stack of real services.")
 
 
-def _fail(e: Exception) -> None:
-    typer.secho(str(e), fg=typer.colors.RED, err=True)
+def _fail(message: str) -> None:
+    typer.secho(message, fg=typer.colors.RED, err=True)
     raise typer.Exit(1)
 
 
@@ -27,7 +27,7 @@ def up() -> None:
     try:
         core.up(get_settings(), echo=typer.echo)
     except StackError as e:
-        _fail(e)
+        _fail(str(e))
 
 
 @stack_app.command()
@@ -60,7 +60,7 @@ def logs(
     try:
         chosen = [core.service(service, settings)] if service else core.services(settings)
     except KeyError as e:
-        _fail(e)
+        _fail(e.args[0])
     paths = list(dict.fromkeys(svc.log_path for svc in chosen))
     for path in paths:
         if len(paths) > 1:
@@ -104,4 +104,4 @@ def connectors(
             connector.ensure_up(typer.echo)
             typer.echo(f"{connector.name:<18} up    {connector.address}")
     except StackError as e:
-        _fail(e)
+        _fail(str(e))
