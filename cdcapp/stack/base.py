@@ -143,7 +143,7 @@ class Service(ABC):
             return str(e)
         return None
 
-    def wait_healthy(self, is_running: Callable[[], bool] = lambda: True) -> None:
+    def wait_healthy(self, is_running: Callable[[], bool]) -> None:
         deadline = time.monotonic() + self.start_timeout
         while True:
             if not is_running():
@@ -166,7 +166,8 @@ class ProcessService(Service):
 
     stop_signal: ClassVar[signal.Signals] = signal.SIGTERM
     stop_timeout: ClassVar[float] = 30.0
-    # OS user to run as; None keeps root.
+    # OS user to run as; None keeps root. Set through Popen rather than runuser so that the recorded
+    # pid is the server itself, which receives the stop signal directly.
     user: ClassVar[str | None] = None
 
     @property
