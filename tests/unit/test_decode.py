@@ -1,0 +1,730 @@
+"""Unit tests for cdcapp.decode: Debezium 3.x JsonConverter envelopes -> Change."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import dataclasses
+import hashlib
+import json
+import pickle
+import uuid
+from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cdcapp.decode import UNAVAILABLE, Change, DecodeError, decode
+
+FIXTURES = Path(__file__).parent / "fixtures" / "debezium"
+EPOCH = datetime(1970, 1, 1)
+
+PG_TYPES = {
+    "id": "Int32",
+    "customer_id": "Int64",
+    "total": "Decimal(12,2)",
+    "status": "LowCardinality(String)",
+    "created_at": "DateTime",
+    "updated_at": "Nullable(DateTime64(6, 'UTC'))",
+    "ship_date": "Nullable(Date)",
+}
+MY_TYPES = {
+    "id": "Int32",
+    "credit_limit": "Nullable(Decimal64(2))",
+    "created_at": "DateTime",
+    "last_login": "DateTime64(6)",
+    "updated_at": "DateTime",
+    "birth_date": "Date32",
+    "active": "UInt8",
+}
+
+
+def load(name: str) -> dict[str, Any]:
+    return json.loads((FIXTURES / f"{name}.json").read_text())
+
+
+PG = load("postgres_orders")
+MY = load("mariadb_customers")
+
+
+def message(fixture: dict[str, Any], event: str, *, schemas: bool = True) -> tuple[bytes, bytes]:
+    """(key, value) bytes as JsonConverter writes them, with or without the schema envelope."""
+    ev = fixture["events"][event]
+    if schemas:
+        key = {"schema": fixture["key_schema"], "payload": ev["key"]}
+        value = {"schema": fixture["value_schema"], "payload": ev["payload"]}
+    else:
+        key, value = ev["key"], ev["payload"]
+    return orjson.dumps(key), orjson.dumps(value)
+
+
+def raw_value(fixture: dict[str, Any], event: str, *, schemas: bool = True) -> dict[str, Any]:
+    """The value message as a dict, to modify before encoding."""
+    payload = copy.deepcopy(fixture["events"][event]["payload"])
+    return {"schema": copy.deepcopy(fixture["value_schema"]), "payload": payload} if schemas else payload
+
+
+def java_decimal_b64(unscaled: int, pad: bool = False) -> str:
+    """Base64 of BigInteger.toByteArray(), as Connect's Decimal writes the unscaled value.
+
+    ``pad`` adds a redundant sign byte, which a reader must accept as well.
+    """
+    length = (unscaled if unscaled >= 0 else ~unscaled).bit_length() // 8 + 1 + pad
+    return base64.b64encode(unscaled.to_bytes(length, "big", signed=True)).decode()
+
+
+def sqlite_value(after: dict[str, Any], fields: list[dict[str, Any]] | None = None, **source: Any) -> bytes:
+    """A minimal relay-style event; with ``fields`` it is wrapped in a struct schema."""
+    payload = {
+        "op": "c",
+        "before": None,
+        "after": after,
+        "source": {"connector": "sqlite", "name": "sqlite", "table": "t", "ts_ms": 1, "seq": 1, **source},
+    }
+    if fields is None:
+        return orjson.dumps(payload)
+    row_schema = {"type": "struct", "name": "sqlite.t.Value", "optional": True, "fields": fields}
+    schema = {
+        "type": "struct",
+        "name": "sqlite.t.Envelope",
+        "fields": [dict(row_schema, field="before"), dict(row_schema, field="after")],
+    }
+    return orjson.dumps({"schema": schema, "payload": payload})
+
+
+KEY = b'{"id": 1}'
+
+
+def convert(row: dict[str, Any], fields: list[dict[str, Any]] | None = None, **options: Any) -> dict[str, Any]:
+    """The decoded ``after`` of a one-row relay event."""
+    return decode(KEY, sqlite_value(row, fields), **options).after
+
+
+def field(name: str, type_: str = "int64", logical: str | None = None, **extra: Any) -> dict[str, Any]:
+    f: dict[str, Any] = {"type": type_, "optional": True, "field": name, **extra}
+    if logical:
+        f["name"] = logical
+    return f
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------------
+
+
+PG_AFTER = {
+    "id": 1001,
+    "customer_id": 42,
+    "total": Decimal("1234.50"),
+    "status": "paid",
+    "note": "leave at the door",
+    "attachment": base64.b64encode(b"\x00\x01pdf").decode(),
+    "created_at": datetime(2024, 6, 1, 12, 0, 0),
+    "updated_at": datetime(2024, 6, 1, 12, 0, 0, 123456),
+    "ship_date": date(2024, 6, 3),
+    "discount": Decimal("12.345"),
+    "pickup_time": time(9, 30, 15, 250000),
+    "tags": ["gift", "rush"],
+    "blackout_dates": [date(2024, 6, 2), date(2024, 6, 3)],
+}
+
+
+def test_postgres_create_with_schema_converts_every_logical_type():
+    change = decode(*message(PG, "create"))
+    assert change == Change(
+        source="postgres",
+        connector="postgresql",
+        table="orders",
+        op="c",
+        key={"id": 1001},
+        before=None,
+        after=PG_AFTER,
+        position=24023184,
+        source_ts_ms=1717243200123,
+        snapshot=False,
+    )
+    assert str(change.after["total"]) == "1234.50"
+    assert change.after["total"].as_tuple().exponent == -2
+
+
+def test_postgres_create_without_schema_uses_column_types():
+    change = decode(*message(PG, "create", schemas=False), column_types=PG_TYPES)
+    hinted = {name: PG_AFTER[name] for name in ("total", "created_at", "updated_at", "ship_date")}
+    assert {name: change.after[name] for name in hinted} == hinted
+    # Not in column_types: kept exactly as JSON gives it.
+    assert change.after["discount"] == {"scale": 3, "value": "MDk="}
+    assert change.after["pickup_time"] == 34215250000
+    assert change.key == {"id": 1001}
+    assert (change.position, change.op, change.snapshot) == (24023184, "c", False)
+
+
+def test_postgres_snapshot_read():
+    change = decode(*message(PG, "snapshot_read"))
+    assert (change.op, change.snapshot, change.position) == ("r", True, 24015360)
+    assert change.after == PG_AFTER
+
+
+def test_postgres_update_with_unchanged_toast_placeholders():
+    change = decode(*message(PG, "update_toast"))
+    assert change.op == "u" and change.before is None
+    assert change.after["note"] is UNAVAILABLE
+    assert change.after["attachment"] is UNAVAILABLE  # bytea: base64 of the placeholder bytes
+    assert change.after["tags"] is UNAVAILABLE  # text[]: one-element array
+    assert change.after["total"] == Decimal("-2.30")
+    assert change.after["updated_at"] == datetime(2024, 6, 2, 6, 15)
+    assert change.position == 24031000
+
+
+def test_toast_placeholder_without_schema():
+    change = decode(*message(PG, "update_toast", schemas=False), column_types=PG_TYPES)
+    assert change.after["note"] is UNAVAILABLE
+    assert change.after["tags"] is UNAVAILABLE
+
+
+PLACEHOLDER_BYTES = b"__debezium_unavailable_value"
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        list(PLACEHOLDER_BYTES),
+        [base64.b64encode(PLACEHOLDER_BYTES).decode()],
+        {"__debezium_unavailable_value": "__debezium_unavailable_value"},
+        # Java's UUID.nameUUIDFromBytes: an MD5-based version 3 UUID.
+        [str(uuid.UUID(bytes=hashlib.md5(PLACEHOLDER_BYTES).digest(), version=3))],
+    ],
+    ids=["int-array", "bytea-array", "hstore", "uuid-array"],
+)
+def test_toast_placeholder_container_shapes(shape):
+    value = raw_value(PG, "update_toast", schemas=False)
+    value["after"]["col"] = shape
+    assert decode(None, orjson.dumps(value)).after["col"] is UNAVAILABLE
+
+
+def test_placeholder_text_is_an_ordinary_value_outside_postgresql():
+    value = raw_value(MY, "update", schemas=False)
+    value["after"]["name"] = "__debezium_unavailable_value"
+    assert decode(None, orjson.dumps(value)).after["name"] == "__debezium_unavailable_value"
+
+
+def test_postgres_delete_has_before_only():
+    change = decode(*message(PG, "delete"))
+    assert change.op == "d" and change.after is None
+    assert change.before["id"] == 1001
+    assert change.before["total"] == Decimal("0.00") and str(change.before["total"]) == "0.00"
+    assert change.before["note"] is None
+    assert change.key == {"id": 1001}
+    assert change.position == 24040000
+
+
+def test_delete_without_key_message_takes_key_from_before():
+    _, value = message(PG, "delete")
+    assert decode(None, value).key == {"id": 1001}
+
+
+def test_tombstone_is_none():
+    key, _ = message(PG, "delete")
+    assert decode(key, None) is None
+    assert decode(None, None) is None
+
+
+def test_schema_wrapped_null_payload_is_none():
+    assert decode(None, b'{"schema":null,"payload":null}') is None
+
+
+# --- MariaDB ------------------------------------------------------------------------------------
+
+
+MY_AFTER = {
+    "id": 7,
+    "name": "Ada",
+    "credit_limit": Decimal("5000.00"),
+    "created_at": datetime(2024, 6, 1, 12, 0),
+    "last_login": datetime(2024, 6, 1, 12, 1, 0, 123456),
+    "updated_at": datetime(2024, 6, 1, 12, 1),
+    "birth_date": date(1959, 1, 1),
+    "active": 1,
+}
+
+
+def binlog_position(file_number: int, pos: int, row: int) -> int:
+    return file_number << 44 | pos << 12 | row
+
+
+@pytest.mark.parametrize("schemas", [True, False], ids=["schema", "bare"])
+def test_mariadb_create(schemas):
+    change = decode(*message(MY, "create", schemas=schemas), column_types=MY_TYPES)
+    assert change == Change(
+        source="mariadb",
+        connector="mariadb",
+        table="customers",
+        op="c",
+        key={"id": 7},
+        before=None,
+        after=MY_AFTER,
+        position=binlog_position(12, 3456, 0),
+        source_ts_ms=1717243200000,
+        snapshot=False,
+    )
+
+
+@pytest.mark.parametrize("schemas", [True, False], ids=["schema", "bare"])
+def test_mariadb_update_and_delete(schemas):
+    update = decode(*message(MY, "update", schemas=schemas), column_types=MY_TYPES)
+    assert update.before == MY_AFTER
+    assert update.after["credit_limit"] == Decimal("-0.01")
+    assert update.position == binlog_position(12, 8123, 3)
+    delete = decode(*message(MY, "delete", schemas=schemas), column_types=MY_TYPES)
+    assert (delete.op, delete.before, delete.after) == ("d", MY_AFTER, None)
+    assert delete.position > update.position
+
+
+def test_mariadb_snapshot_and_mysql_connector_name():
+    snap = decode(*message(MY, "snapshot_read"))
+    assert snap.snapshot and snap.op == "r"
+    assert snap.position == binlog_position(12, 1843, 0)
+    value = raw_value(MY, "create")
+    value["payload"]["source"].update(connector="mysql", file="mysql-bin.000003", snapshot="last_in_data_collection")
+    change = decode(None, orjson.dumps(value))
+    assert change.connector == "mysql" and change.snapshot
+    assert change.position == binlog_position(3, 3456, 0)
+
+
+def test_binlog_positions_order_by_file_then_pos_then_row():
+    positions = []
+    for file, pos, row in [
+        ("a.000009", 2**32 - 1, 4095),
+        ("a.000010", 4, 0),
+        ("a.000010", 4, 1),
+        ("a.000010", 5, 0),
+        ("a.524287", 2**32 - 1, 4095),
+    ]:
+        value = raw_value(MY, "create", schemas=False)
+        value["source"].update(file=file, pos=pos, row=row)
+        positions.append(decode(None, orjson.dumps(value)).position)
+    assert positions == sorted(positions) and len(set(positions)) == len(positions)
+    assert positions[-1] == 2**63 - 1
+
+
+# --- keys, extra columns, schema changes ------------------------------------------------------
+
+
+def test_bare_key_is_converted_with_column_types():
+    value = sqlite_value({"day": 19877, "n": 1})
+    change = decode(b'{"day": 19877}', value, column_types={"day": "Date"})
+    assert change.key == {"day": date(2024, 6, 3)}
+
+
+def test_schema_key_is_converted_with_key_schema():
+    key = {"schema": {"type": "struct", "name": "k", "fields": [field("day", "int32", "io.debezium.time.Date")]},
+           "payload": {"day": 0}}
+    change = decode(orjson.dumps(key), sqlite_value({"day": 0}))
+    assert change.key == {"day": date(1970, 1, 1)}
+
+
+def test_missing_key_uses_pk_columns_from_after():
+    value = sqlite_value({"tenant": "a", "id": 3, "x": 1})
+    assert decode(None, value, pk_columns=("tenant", "id")).key == {"tenant": "a", "id": 3}
+    assert decode(None, value, pk_columns="tenant").key == {"tenant": "a"}
+    assert decode(b'{"schema":null,"payload":null}', value).key == {"id": 3}
+
+
+def test_unknown_extra_columns_are_kept():
+    value = raw_value(PG, "create")
+    value["payload"]["after"]["added_later"] = "x"
+    assert decode(None, orjson.dumps(value)).after["added_later"] == "x"
+    bare = decode(None, sqlite_value({"id": 1, "zzz": [1, {"a": 2}]}), column_types={"id": "Int64"})
+    assert bare.after == {"id": 1, "zzz": [1, {"a": 2}]}
+
+
+def test_schema_change_under_same_name_is_not_served_from_stale_cache():
+    total = java_decimal_b64(150)
+    before_alter = [field("id"), field("total", "bytes", "org.apache.kafka.connect.data.Decimal",
+                                      parameters={"scale": "2"})]
+    assert decode(None, sqlite_value({"id": 1, "total": total}, before_alter)).after["total"] == Decimal("1.50")
+    # ALTER TABLE ADD COLUMN: one more field under the same struct name.
+    added = before_alter + [field("day", "int32", "io.debezium.time.Date")]
+    after = decode(None, sqlite_value({"id": 1, "total": total, "day": 1}, added)).after
+    assert after == {"id": 1, "total": Decimal("1.50"), "day": date(1970, 1, 2)}
+    # ALTER COLUMN TYPE: same name, same field count, different scale.
+    rescaled = [before_alter[0], dict(before_alter[1], parameters={"scale": "4"})]
+    assert decode(None, sqlite_value({"id": 1, "total": total}, rescaled)).after["total"] == Decimal("0.0150")
+    # ...and back again: the first shape still decodes as it did.
+    assert decode(None, sqlite_value({"id": 1, "total": total}, before_alter)).after["total"] == Decimal("1.50")
+
+
+def test_sqlite_relay_event():
+    change = decode(None, sqlite_value({"id": 9}, seq=123, snapshot="true"))
+    assert (change.source, change.connector, change.position, change.snapshot) == ("sqlite", "sqlite", 123, True)
+
+
+def test_unavailable_sentinel_survives_pickle_and_copy():
+    assert pickle.loads(pickle.dumps(UNAVAILABLE)) is UNAVAILABLE
+    assert copy.deepcopy(UNAVAILABLE) is UNAVAILABLE
+    assert repr(UNAVAILABLE) == "UNAVAILABLE"
+
+
+def test_change_is_frozen():
+    change = decode(*message(PG, "create"))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        change.op = "d"
+
+
+# --- value conversions --------------------------------------------------------------------------
+
+DECIMAL = "org.apache.kafka.connect.data.Decimal"
+
+
+@pytest.mark.parametrize(
+    ("encoded", "scale", "expected"),
+    [
+        ("AOY=", 2, "2.30"),
+        ("/xo=", 2, "-2.30"),
+        ("AA==", 2, "0.00"),
+        ("AA==", 0, "0"),
+        ("/w==", 3, "-0.001"),
+        ("AIA=", 0, "128"),
+        ("gA==", 0, "-128"),
+        ("AeI6", -1, "1.23450E+6"),
+    ],
+)
+def test_connect_decimal(encoded, scale, expected):
+    fields = [field("v", "bytes", DECIMAL, parameters={"scale": str(scale), "connect.decimal.precision": "20"})]
+    result = convert({"v": encoded}, fields)["v"]
+    assert str(result) == expected and result.as_tuple() == Decimal(expected).as_tuple()
+
+
+def test_connect_decimal_accepts_integer_scale_parameter():
+    fields = [field("v", "bytes", DECIMAL, parameters={"scale": 2})]
+    assert convert({"v": "AOY="}, fields)["v"] == Decimal("2.30")
+
+
+@pytest.mark.parametrize(
+    ("logical", "raw", "expected"),
+    [
+        ("io.debezium.time.Date", -1, date(1969, 12, 31)),
+        ("org.apache.kafka.connect.data.Date", 19877, date(2024, 6, 3)),
+        ("io.debezium.time.Timestamp", -1, datetime(1969, 12, 31, 23, 59, 59, 999000)),
+        ("org.apache.kafka.connect.data.Timestamp", 1717243200123, datetime(2024, 6, 1, 12, 0, 0, 123000)),
+        ("io.debezium.time.MicroTimestamp", 1717243200123456, datetime(2024, 6, 1, 12, 0, 0, 123456)),
+        ("io.debezium.time.NanoTimestamp", 1717243200123456789, datetime(2024, 6, 1, 12, 0, 0, 123456)),
+        ("io.debezium.time.NanoTimestamp", -1, datetime(1969, 12, 31, 23, 59, 59, 999999)),
+        ("io.debezium.time.ZonedTimestamp", "2024-06-01T12:00:00Z", datetime(2024, 6, 1, 12)),
+        ("io.debezium.time.ZonedTimestamp", "2024-06-01T00:30:00-05:00", datetime(2024, 6, 1, 5, 30)),
+        ("io.debezium.time.ZonedTimestamp", "2024-06-01T12:00:00.123456789+00:00", datetime(2024, 6, 1, 12, 0, 0, 123456)),
+        ("io.debezium.time.Time", 45_015_250, time(12, 30, 15, 250000)),
+        ("org.apache.kafka.connect.data.Time", 0, time(0)),
+        ("io.debezium.time.MicroTime", 86_399_999_999, time(23, 59, 59, 999999)),
+        ("io.debezium.time.NanoTime", 45_015_250_000_999, time(12, 30, 15, 250000)),
+        ("io.debezium.data.VariableScaleDecimal", {"scale": 0, "value": "/w=="}, Decimal("-1")),
+        ("io.debezium.data.Json", '{"a": 1}', '{"a": 1}'),
+        ("io.debezium.time.MicroDuration", 5, 5),
+    ],
+)
+def test_logical_types(logical, raw, expected):
+    result = convert({"v": raw}, [field("v", "int64", logical)])["v"]
+    assert result == expected and type(result) is type(expected)
+
+
+def test_nulls_stay_null_for_every_converter():
+    fields = [field("d", "bytes", DECIMAL, parameters={"scale": "2"}), field("t", "int64", "io.debezium.time.Timestamp")]
+    assert convert({"d": None, "t": None}, fields) == {"d": None, "t": None}
+    assert convert({"d": None}, column_types={"d": "Decimal(5,2)"}) == {"d": None}
+
+
+@pytest.mark.parametrize(
+    ("raw", "ch_type", "expected"),
+    [
+        ("12.3", "Decimal(12,2)", "12.30"),
+        ("12", "Decimal(12,2)", "12.00"),
+        ("-1e2", "Decimal(12,2)", "-100.00"),
+        ("AOY=", "Decimal(12,2)", "2.30"),
+        ("/xo=", "Nullable(Decimal(12, 2))", "-2.30"),
+        (12, "Decimal(12,2)", "12.00"),
+        (12.3, "Decimal32(2)", "12.30"),
+        (0.1 + 0.2, "Decimal(12,2)", "0.30"),
+        (2.675, "Decimal(12,2)", "2.68"),  # via str: "2.675", rounded half-even
+        ("7", "Decimal(5)", "7"),
+        ("0.5", "Decimal256(40)", "0.5" + "0" * 39),
+    ],
+)
+def test_decimal_hint(raw, ch_type, expected):
+    result = convert({"v": raw}, column_types={"v": ch_type})["v"]
+    assert str(result) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (1717243200, datetime(2024, 6, 1, 12)),
+        (1717243200123, datetime(2024, 6, 1, 12, 0, 0, 123000)),
+        (1717243200123456, datetime(2024, 6, 1, 12, 0, 0, 123456)),
+        (1717243200123456789, datetime(2024, 6, 1, 12, 0, 0, 123456)),
+        (-1717243200, datetime(1915, 8, 2, 12)),
+        (-1717243200123, datetime(1915, 8, 2, 11, 59, 59, 877000)),
+        ("2024-06-01T12:00:00Z", datetime(2024, 6, 1, 12)),
+        ("2024-06-01 12:00:00", datetime(2024, 6, 1, 12)),
+        ("2024-06-01 14:00:00+02:00", datetime(2024, 6, 1, 12)),
+        ("2024-06-01T12:00:00.5", datetime(2024, 6, 1, 12, 0, 0, 500000)),
+    ],
+)
+def test_datetime_hint(raw, expected):
+    for ch_type in ("DateTime", "DateTime('UTC')", "DateTime64(3)", "Nullable(DateTime64(6, 'Europe/Berlin'))"):
+        assert convert({"v": raw}, column_types={"v": ch_type})["v"] == expected
+
+
+def test_datetime_hint_unit_thresholds():
+    # Just inside and outside each threshold documented in the module docstring.
+    def at(raw: int) -> datetime:
+        return convert({"v": raw}, column_types={"v": "DateTime"})["v"]
+
+    assert at(10**11 - 1) == EPOCH + timedelta(seconds=10**11 - 1)
+    assert at(10**11) == EPOCH + timedelta(milliseconds=10**11)
+    assert at(10**14) == EPOCH + timedelta(microseconds=10**14)
+    assert at(10**17) == EPOCH + timedelta(microseconds=10**14)
+
+
+def test_date_hint():
+    for raw in (19877, "2024-06-03"):
+        assert convert({"v": raw}, column_types={"v": "Date"})["v"] == date(2024, 6, 3)
+
+
+def test_other_hinted_types_pass_through():
+    row = {"a": "7", "b": 1.5, "c": True, "d": [1], "e": "x"}
+    types = {"a": "Int64", "b": "Float64", "c": "UInt8", "d": "Array(Date)", "e": "String"}
+    assert convert(dict(row), column_types=types) == row
+
+
+# --- error paths ----------------------------------------------------------------------------------
+
+
+def pg_value(mutate) -> bytes:
+    value = raw_value(PG, "create")
+    mutate(value["payload"])
+    return orjson.dumps(value)
+
+
+def my_source_value(**changes: Any) -> bytes:
+    value = raw_value(MY, "create", schemas=False)
+    value["source"].update(changes)
+    return orjson.dumps(value)
+
+
+def without(mapping: dict[str, Any], name: str) -> None:
+    del mapping[name]
+
+
+def pg_schema_value(mutate) -> bytes:
+    value = raw_value(PG, "create")
+    mutate(value["schema"])
+    return orjson.dumps(value)
+
+
+def after_field(schema: dict[str, Any], name: str) -> dict[str, Any]:
+    after = next(f for f in schema["fields"] if f["field"] == "after")
+    return next(f for f in after["fields"] if f["field"] == name)
+
+
+ERROR_CASES = [
+    ("not json", b"{nope", "value: not valid JSON"),
+    ("empty bytes", b"", "value: not valid JSON"),
+    ("not bytes", 12345, "value: not valid JSON"),
+    ("array", b"[1, 2]", "value: expected a JSON object"),
+    ("json null", b"null", "value: expected a JSON object"),
+    ("payload not object", b'{"schema": {"type": "struct"}, "payload": [1]}', "value: expected an object payload"),
+    ("unknown op", pg_value(lambda p: p.update(op="t")), "op:"),
+    ("missing op", pg_value(lambda p: without(p, "op")), "op:"),
+    ("op not a string", pg_value(lambda p: p.update(op=["c"])), "op:"),
+    ("missing source", pg_value(lambda p: without(p, "source")), "source: expected an object"),
+    ("source not object", pg_value(lambda p: p.update(source="x")), "source: expected an object"),
+    ("missing connector", pg_value(lambda p: without(p["source"], "connector")), "source.connector"),
+    ("unknown connector", pg_value(lambda p: p["source"].update(connector="oracle")), "source.connector: unsupported"),
+    ("missing name", pg_value(lambda p: without(p["source"], "name")), "source.name"),
+    ("missing table", pg_value(lambda p: without(p["source"], "table")), "source.table"),
+    ("missing ts_ms", pg_value(lambda p: without(p["source"], "ts_ms")), "source.ts_ms"),
+    ("string ts_ms", pg_value(lambda p: p["source"].update(ts_ms="1")), "source.ts_ms"),
+    ("missing lsn", pg_value(lambda p: without(p["source"], "lsn")), "source.lsn"),
+    ("null lsn", pg_value(lambda p: p["source"].update(lsn=None)), "source.lsn"),
+    ("negative lsn", pg_value(lambda p: p["source"].update(lsn=-1)), "source.lsn"),
+    ("string lsn", pg_value(lambda p: p["source"].update(lsn="24023184")), "source.lsn"),
+    ("bool lsn", pg_value(lambda p: p["source"].update(lsn=True)), "source.lsn"),
+    ("lsn too big", pg_value(lambda p: p["source"].update(lsn=2**63)), "source.lsn"),
+    ("missing file", my_source_value(file=None), "source.file"),
+    ("file without number", my_source_value(file="mariadb-bin"), "source.file"),
+    ("file number too big", my_source_value(file="mysql-bin.524288"), "source.file"),
+    ("missing pos", my_source_value(pos=None), "source.pos"),
+    ("pos too big", my_source_value(pos=2**32), "source.pos"),
+    ("row too big", my_source_value(row=4096), "source.row"),
+    ("negative row", my_source_value(row=-1), "source.row"),
+    ("missing seq", sqlite_value({"id": 1}, seq=None), "source.seq"),
+    ("create without after", pg_value(lambda p: p.update(after=None)), "after: required"),
+    ("read without after", pg_value(lambda p: p.update(op="r", after=None)), "after: required"),
+    ("after not object", pg_value(lambda p: p.update(after=[1])), "after: expected an object"),
+    ("before not object", pg_value(lambda p: p.update(before="x")), "before: expected an object"),
+    ("bad base64", pg_value(lambda p: p["after"].update(total="!!!")), "after.total"),
+    ("bad base64 padding", pg_value(lambda p: p["after"].update(total="AOY")), "after.total"),
+    ("empty base64", pg_value(lambda p: p["after"].update(total="")), "after.total"),
+    ("decimal as number", pg_value(lambda p: p["after"].update(total=2.3)), "after.total"),
+    ("timestamp as string", pg_value(lambda p: p["after"].update(created_at="2024-06-01")), "after.created_at"),
+    ("timestamp as float", pg_value(lambda p: p["after"].update(created_at=1.5)), "after.created_at"),
+    ("timestamp as bool", pg_value(lambda p: p["after"].update(created_at=True)), "after.created_at"),
+    ("timestamp overflow", pg_value(lambda p: p["after"].update(created_at=2**62)), "after.created_at"),
+    ("date overflow", pg_value(lambda p: p["after"].update(ship_date=10**9)), "after.ship_date"),
+    ("bad zoned timestamp", pg_value(lambda p: p["after"].update(updated_at="yesterday")), "after.updated_at"),
+    ("offset and Z", pg_value(lambda p: p["after"].update(updated_at="2024-06-01T12:00:00+02:00Z")), "after.updated_at"),
+    ("time past midnight", pg_value(lambda p: p["after"].update(pickup_time=86_400_000_000)), "after.pickup_time"),
+    ("negative time", pg_value(lambda p: p["after"].update(pickup_time=-1)), "after.pickup_time"),
+    ("variable decimal no scale", pg_value(lambda p: p["after"].update(discount={"value": "AA=="})), "after.discount"),
+    ("variable decimal not struct", pg_value(lambda p: p["after"].update(discount="AA==")), "after.discount"),
+    ("array not list", pg_value(lambda p: p["after"].update(blackout_dates=5)), "after.blackout_dates"),
+    ("array bad item", pg_value(lambda p: p["after"].update(blackout_dates=["x"])), "after.blackout_dates"),
+    ("decimal schema no scale", pg_schema_value(lambda s: after_field(s, "total").pop("parameters")), "total"),
+    ("decimal schema bad scale", pg_schema_value(lambda s: after_field(s, "total")["parameters"].update(scale="x")),
+     "total"),
+    ("envelope without after field", pg_schema_value(lambda s: s["fields"].pop(1)), "value.schema: no 'after'"),
+    ("field without name", pg_schema_value(lambda s: after_field(s, "total").pop("field")), "value.schema.after.fields"),
+    ("array schema without items", pg_schema_value(lambda s: after_field(s, "tags").pop("items")), "tags"),
+]
+
+
+@pytest.mark.parametrize(("value", "where"), [c[1:] for c in ERROR_CASES], ids=[c[0] for c in ERROR_CASES])
+def test_malformed_value_raises_decode_error(value, where):
+    with pytest.raises(DecodeError) as info:
+        decode(None, value)
+    assert where in str(info.value)
+
+
+def test_schema_fields_not_a_list_in_envelope():
+    value = raw_value(PG, "create")
+    value["schema"]["fields"] = 5
+    with pytest.raises(DecodeError, match=r"value\.schema\.fields"):
+        decode(None, orjson.dumps(value))
+
+
+def test_delete_without_before_or_key():
+    with pytest.raises(DecodeError, match="no key message and no before/after"):
+        decode(None, pg_value(lambda p: p.update(op="d", after=None, before=None)))
+
+
+KEY_ERRORS = [
+    ("not json", b"{", "key: not valid JSON"),
+    ("not object", b"[1]", "key: expected a JSON object"),
+    ("payload not object", b'{"schema": {"type": "int32"}, "payload": 5}', "key: expected an object payload"),
+    ("bad key schema", b'{"schema": {"type": "struct", "fields": {}}, "payload": {"id": 1}}', "key.schema.fields"),
+]
+
+
+@pytest.mark.parametrize(("key", "where"), [c[1:] for c in KEY_ERRORS], ids=[c[0] for c in KEY_ERRORS])
+def test_malformed_key_raises_decode_error(key, where):
+    with pytest.raises(DecodeError) as info:
+        decode(key, message(PG, "create")[1])
+    assert where in str(info.value)
+
+
+def test_missing_pk_column_without_key_message():
+    with pytest.raises(DecodeError, match="'order_id' is missing from after"):
+        decode(None, sqlite_value({"id": 1}), pk_columns=("order_id",))
+
+
+HINT_ERRORS = [
+    ("Decimal(12,2)", "not-base64!", "v: cannot read"),
+    ("Decimal(12,2)", "12345678901.00", "Decimal(12,2)"),
+    ("Decimal(4,2)", 100, "Decimal(4,2)"),
+    ("Decimal(12,2)", True, "Decimal(12,2)"),
+    ("DateTime", 1.5, "DateTime"),
+    ("DateTime", "not a date", "DateTime"),
+    ("Date", "2024-13-01", "Date"),
+    ("Date", 1.0, "Date"),
+    ("Decimal(x)", "1", "column_types['v']: cannot parse"),
+    ("Decimal(80,2)", "1", "column_types['v']: invalid precision"),
+    ("Decimal(2,3)", "1", "column_types['v']: invalid precision"),
+    ("DateTime64(", "1", "column_types['v']: cannot parse"),
+    (["Int64"], 1, "column_types"),
+]
+
+
+@pytest.mark.parametrize(("ch_type", "raw", "where"), HINT_ERRORS)
+def test_bad_value_for_column_type_raises_decode_error(ch_type, raw, where):
+    with pytest.raises(DecodeError) as info:
+        convert({"v": raw}, column_types={"v": ch_type})
+    assert where in str(info.value)
+
+
+# --- properties ---------------------------------------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), precision=st.integers(1, 76), pad=st.booleans())
+def test_decimal_base64_round_trip(data, precision, pad):
+    scale = data.draw(st.integers(0, precision), label="scale")
+    unscaled = data.draw(st.integers(-(10**precision) + 1, 10**precision - 1), label="unscaled")
+    expected = Decimal(f"{unscaled}E-{scale}")
+    encoded = java_decimal_b64(unscaled, pad)
+    fields = [
+        field("fixed", "bytes", DECIMAL, parameters={"scale": str(scale), "connect.decimal.precision": str(precision)}),
+        field("variable", "struct", "io.debezium.data.VariableScaleDecimal"),
+    ]
+    row = convert({"fixed": encoded, "variable": {"scale": scale, "value": encoded}}, fields)
+    hinted = convert(
+        {"b64": encoded, "text": str(expected), "plain": format(expected, "f")},
+        column_types=dict.fromkeys(("b64", "text", "plain"), f"Decimal({precision},{scale})"),
+    )
+    for result in (*row.values(), *hinted.values()):
+        assert result == expected and result.as_tuple() == expected.as_tuple()
+
+
+# Epoch nanoseconds in an int64 cover 1677-09-21 .. 2262-04-11.
+NANO_RANGE = {"min_value": datetime(1677, 9, 22), "max_value": datetime(2262, 4, 10)}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    moment=st.datetimes(**NANO_RANGE),
+    sub_micro=st.integers(0, 999),
+    offset_minutes=st.integers(-14 * 60, 14 * 60),
+    day=st.dates(),
+)
+def test_temporal_round_trip_with_schema(moment, sub_micro, offset_minutes, day):
+    micros = (moment - EPOCH) // timedelta(microseconds=1)
+    millis_moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+    offset = timezone(timedelta(minutes=offset_minutes))
+    fields = [
+        field("ms", "int64", "io.debezium.time.Timestamp"),
+        field("us", "int64", "io.debezium.time.MicroTimestamp"),
+        field("ns", "int64", "io.debezium.time.NanoTimestamp"),
+        field("zoned", "string", "io.debezium.time.ZonedTimestamp"),
+        field("day", "int32", "io.debezium.time.Date"),
+    ]
+    row = convert(
+        {
+            "ms": (millis_moment - EPOCH) // timedelta(milliseconds=1),
+            "us": micros,
+            "ns": micros * 1000 + sub_micro,
+            "zoned": moment.replace(tzinfo=timezone.utc).astimezone(offset).isoformat(),
+            "day": (day - EPOCH.date()).days,
+        },
+        fields,
+    )
+    assert row == {"ms": millis_moment, "us": moment, "ns": moment, "zoned": moment, "day": day}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    moment=st.one_of(
+        st.datetimes(min_value=datetime(1973, 3, 4), max_value=NANO_RANGE["max_value"]),
+        st.datetimes(min_value=NANO_RANGE["min_value"], max_value=datetime(1966, 10, 30)),
+    )
+)
+def test_datetime_hint_picks_the_unit_by_magnitude(moment):
+    micros = (moment - EPOCH) // timedelta(microseconds=1)
+    encodings = {"s": micros // 10**6, "ms": micros // 1000, "us": micros, "ns": micros * 1000}
+    row = convert(encodings, column_types=dict.fromkeys(encodings, "DateTime64(6)"))
+    assert row == {
+        "s": moment.replace(microsecond=0),
+        "ms": moment.replace(microsecond=moment.microsecond // 1000 * 1000),
+        "us": moment,
+        "ns": moment,
+    }
