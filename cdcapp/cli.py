@@ -33,10 +33,14 @@ def capture_sqlite(
     from cdcapp.sources import sqlite_capture
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if uninstall:
-        sqlite_capture.uninstall(db)
-        return
-    sqlite_capture.install(db, [t.strip() for t in tables.split(",") if t.strip()])
+    try:
+        if uninstall:
+            sqlite_capture.uninstall(db)
+            return
+        sqlite_capture.install(db, [t.strip() for t in tables.split(",") if t.strip()])
+    except sqlite_capture.CaptureError as e:
+        typer.secho(str(e), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
 
     async def relay() -> None:
         stop = asyncio.Event()

@@ -156,13 +156,20 @@ def _capture_triggers(conn: sqlite3.Connection) -> list[tuple[str, str]]:
     ).fetchall()
 
 
+def _open_existing(db: Path) -> sqlite3.Connection:
+    # sqlite3 would create an empty database for a mistyped path.
+    if not Path(db).is_file():
+        raise CaptureError(f"no database at {db}")
+    return connect_sqlite(db)
+
+
 def install(db: Path, tables: Sequence[str] = DEFAULT_TABLES) -> list[TableInfo]:
     """Create the log and state tables and (re)create the triggers of exactly ``tables``.
 
     One write transaction, so the application's changes are either all before the
     triggers exist (and the snapshot covers them) or all captured.
     """
-    conn = connect_sqlite(db)
+    conn = _open_existing(db)
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -186,7 +193,7 @@ def install(db: Path, tables: Sequence[str] = DEFAULT_TABLES) -> list[TableInfo]
 
 def uninstall(db: Path) -> None:
     """Drop the capture triggers, the change log and the relay state."""
-    conn = connect_sqlite(db)
+    conn = _open_existing(db)
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -358,9 +365,7 @@ class _Store:
     @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
-            if not self.db.exists():
-                raise CaptureError(f"no database at {self.db}")
-            self._conn = connect_sqlite(self.db)
+            self._conn = _open_existing(self.db)
         return self._conn
 
     def _close(self) -> None:
@@ -453,7 +458,14 @@ class _Store:
         self.conn.execute(
             f"INSERT OR REPLACE INTO {STATE_TABLE} (id, source_id, tables, snapshot_done, snapshot_seq, "
             "published_seq, updated_ms) VALUES (1, ?, ?, ?, ?, ?, ?)",
-            (state.source_id, state.tables, int(state.snapshot_done), state.snapshot_seq, state.published_seq, _now_ms()),
+            (
+                state.source_id,
+                state.tables,
+                int(state.snapshot_done),
+                state.snapshot_seq,
+                state.published_seq,
+                _now_ms(),
+            ),
         )
         self.conn.execute(f"DELETE FROM {LOG_TABLE} WHERE seq <= ?", (state.published_seq,))
 
@@ -480,11 +492,11 @@ class Relay:
         self.store = _Store(self.db)
         self.stats = RelayStats()
         self._last_progress = time.monotonic()
+        self._backoff = 0.1
 
     async def run(self, stop: asyncio.Event) -> RelayStats:
         from aiokafka.errors import KafkaError
 
-        delay = 0.1
         try:
             while not stop.is_set():
                 try:
@@ -492,10 +504,12 @@ class Relay:
                 except (KafkaError, sqlite3.OperationalError, asyncio.TimeoutError) as exc:
                     # Resume from the last acknowledged position: nothing past it was recorded.
                     self.stats.errors += 1
-                    log.warning("relay %s: %r; resuming from the last acknowledged position in %.1fs", self.db, exc, delay)
+                    log.warning(
+                        "relay %s: %r; resuming from the last acknowledged position in %.1fs", self.db, exc, self._backoff
+                    )
                     await self.store.call(self.store.end_read)
-                    await _wait(stop, delay)
-                    delay = min(delay * 2, 10.0)
+                    await _wait(stop, self._backoff)
+                    self._backoff = min(self._backoff * 2, 10.0)
         finally:
             await self.store.close()
         return self.stats
@@ -506,12 +520,14 @@ class Relay:
         if state is None or not state.snapshot_done or not state.same_stream(self.source_id, names):
             state = await self._snapshot(tables, names)
         self.stats.published_seq = state.published_seq
+        log.info("relay %s: streaming changes after position %d", self.db.name, state.published_seq)
         while not stop.is_set():
             rows = await self.store.call(self.store.read_changes, state.published_seq, self.batch_size)
             if rows:
                 await self._send(self._change_records(rows))
                 state = RelayState(state.source_id, state.tables, True, state.snapshot_seq, rows[-1].seq)
                 await self.store.call(self.store.commit_progress, state)
+                self._backoff = 0.1
                 self.stats.changes += len(rows)
                 self.stats.published_seq = state.published_seq
             await self._report(state.published_seq)
@@ -533,7 +549,8 @@ class Relay:
             for info in tables:
                 await self.store.call(self.store.snapshot_open, info)
                 while batch := await self.store.call(self.store.snapshot_fetch, self.batch_size):
-                    await self._send([self._snapshot_record(info, key, image, position, started_ms) for key, image in batch])
+                    records = [self._snapshot_record(info, key, image, position, started_ms) for key, image in batch]
+                    await self._send(records)
                     rows_total += len(batch)
         finally:
             await self.store.call(self.store.end_read)
@@ -569,7 +586,10 @@ class Relay:
     async def _send(self, records: list[Record]) -> None:
         """Send in order and return once Kafka acknowledged all of them."""
         futures = [await self.producer.send(r.topic, value=r.value, key=r.key) for r in records]
-        await asyncio.gather(*futures)
+        # Wait for every outcome, so no failure is left unobserved, then raise the first.
+        for outcome in await asyncio.gather(*futures, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
         self.stats.records += len(records)
 
     async def _report(self, published_seq: int) -> None:
@@ -632,14 +652,12 @@ async def run_relay(
     ``settings`` with ``acks=all`` and idempotence, and the source topics are created.
     """
     db = Path(db)
-    if not db.exists():
-        raise CaptureError(f"no database at {db}")
     stop = stop_event or asyncio.Event()
     owned = producer is None
     if owned:
         from aiokafka import AIOKafkaProducer
 
-        conn = connect_sqlite(db)
+        conn = _open_existing(db)
         try:
             tables = [t.name for t in captured_tables(conn)]
         finally:

@@ -292,8 +292,12 @@ async def test_unacknowledged_batch_is_sent_again_and_nothing_is_lost(conn, db):
 async def test_relay_refuses_a_database_without_capture(db):
     with pytest.raises(cap.CaptureError, match="not installed"):
         await cap.run_relay(db, SETTINGS, "s", producer=FakeProducer())
+    missing = db.with_name("missing.db")
     with pytest.raises(cap.CaptureError, match="no database"):
-        await cap.run_relay(db.with_name("missing.db"), SETTINGS, "s", producer=FakeProducer())
+        await cap.run_relay(missing, SETTINGS, "s", producer=FakeProducer())
+    with pytest.raises(cap.CaptureError, match="no database"):
+        cap.install(missing)
+    assert not missing.exists()
 
 
 async def test_retried_snapshot_sends_the_deletes_of_rows_an_aborted_attempt_published(conn, db):
