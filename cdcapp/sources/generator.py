@@ -529,19 +529,28 @@ class Workload:
                 return
 
 
-def _integrity_errors(dialect: Dialect) -> tuple[type[BaseException], ...]:
-    """Errors another writer on the same database can cause (a row we picked is gone)."""
+def _transient(dialect: Dialect) -> Callable[[BaseException], bool]:
+    """Whether an error is one another writer on the same database can cause: a row we
+    picked is gone or changed (integrity), or two transactions collided (deadlock)."""
     if dialect == "postgres":
         import psycopg
 
-        return (psycopg.errors.IntegrityError, psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
+        kinds: tuple[type[BaseException], ...] = (
+            psycopg.errors.IntegrityError,
+            psycopg.errors.SerializationFailure,
+            psycopg.errors.DeadlockDetected,
+        )
+        return lambda exc: isinstance(exc, kinds)
     if dialect == "mariadb":
         import pymysql
 
-        return (pymysql.err.IntegrityError,)
+        lock_errors = (1205, 1213)  # lock wait timeout, deadlock
+        return lambda exc: isinstance(exc, pymysql.err.IntegrityError) or (
+            isinstance(exc, pymysql.err.OperationalError) and bool(exc.args) and exc.args[0] in lock_errors
+        )
     import sqlite3
 
-    return (sqlite3.IntegrityError,)
+    return lambda exc: isinstance(exc, sqlite3.IntegrityError)
 
 
 def run_workload(
@@ -560,12 +569,12 @@ def run_workload(
 
     ``rate`` is row changes per second, 0 for as fast as possible. With neither limit it
     runs until interrupted (Ctrl-C), then returns what it did. A transaction that fails
-    because another writer removed a row it relied on is rolled back, the live ids are
-    reloaded, and it counts in ``errors``; more than ``max_errors`` of them raise.
+    because of another writer (a row it relied on is gone, a deadlock) is rolled back, the
+    live ids are reloaded, and it counts in ``errors``; more than ``max_errors`` of them raise.
     """
     work = Workload(conn, dialect, random.Random(seed), now)
     work.load()
-    transient = _integrity_errors(dialect)
+    transient = _transient(dialect)
     stats = WorkloadStats()
     pacer = Pacer(rate)
     started = time.monotonic()
@@ -576,7 +585,9 @@ def run_workload(
             budget = changes - stats.changes if changes is not None else 1 << 30
             try:
                 kind, rows = work.step(budget)
-            except transient as exc:
+            except Exception as exc:
+                if not transient(exc):
+                    raise
                 stats.errors += 1
                 if stats.errors > max_errors:
                     raise
