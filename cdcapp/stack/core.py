@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from cdcapp.config import Settings, get_settings
-from cdcapp.stack.base import Echo, ProcessService, Service
+from cdcapp.stack.base import Echo, ProcessService, Service, StackError
 from cdcapp.stack.clickhouse import ClickHouse
 from cdcapp.stack.connect import Connect
 from cdcapp.stack.connectors import SOURCES, Connector
@@ -40,6 +45,43 @@ def service(name: str, settings: Settings | None = None) -> Service:
     return by_name[name]
 
 
+LOCK_TIMEOUT_S = 900.0
+
+
+@contextmanager
+def _exclusive(settings: Settings, echo: Echo) -> Iterator[None]:
+    """One ``up`` or ``down`` at a time per state folder.
+
+    Two concurrent ``up`` (two test sessions sharing the stack) would both find a service stopped,
+    both start it, and the loser's pid file would hide the winner.
+    """
+    run = settings.state_path / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    with open(run / "stack.lock", "a+") as lock:
+        deadline = time.monotonic() + LOCK_TIMEOUT_S
+        told = False
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not told:
+                    lock.seek(0)
+                    echo(f"waiting for another cdcapp stack up/down (pid {lock.read().strip() or '?'})")
+                    told = True
+                if time.monotonic() > deadline:
+                    raise StackError(f"another cdcapp stack up/down still holds {lock.name}") from None
+                time.sleep(0.5)
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _pid(svc: Service) -> int | None:
     return svc.pid() if isinstance(svc, ProcessService) else None
 
@@ -49,21 +91,25 @@ def up(settings: Settings | None = None, echo: Echo = print) -> list[ServiceStat
 
     Raises StackError naming the log of the first service that does not come up.
     """
-    ensure_installed(echo)
+    settings = settings or get_settings()
     result = []
-    for svc in services(settings):
-        svc.ensure_up(echo)
-        st = ServiceStatus(svc.name, True, svc.address, pid=_pid(svc))
-        echo(f"{st.name:<18} up    {st.address}")
-        result.append(st)
+    with _exclusive(settings, echo):
+        ensure_installed(echo)
+        for svc in services(settings):
+            svc.ensure_up(echo)
+            st = ServiceStatus(svc.name, True, svc.address, pid=_pid(svc))
+            echo(f"{st.name:<18} up    {st.address}")
+            result.append(st)
     return result
 
 
 def down(settings: Settings | None = None, echo: Echo = print) -> None:
     """Stop, in reverse order, the processes this stack started (and only those)."""
-    for svc in reversed(services(settings)):
-        if svc.stop():
-            echo(f"{svc.name:<18} stopped")
+    settings = settings or get_settings()
+    with _exclusive(settings, echo):
+        for svc in reversed(services(settings)):
+            if svc.stop():
+                echo(f"{svc.name:<18} stopped")
 
 
 def status(settings: Settings | None = None) -> list[ServiceStatus]:
