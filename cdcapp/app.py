@@ -11,7 +11,7 @@ and the settings (``cdcapp.config``); see docs/architecture.md for the design.
 from __future__ import annotations
 
 import faust
-from faust.sensors.prometheus import setup_prometheus_sensors
+from faust.transport.producer import ProducerBuffer
 
 from cdcapp import ingest
 from cdcapp.config import get_settings
@@ -21,17 +21,29 @@ from cdcapp.sink.clickhouse import ClickHouseWriter
 from cdcapp.sink.policy import FlushPolicy
 from cdcapp.sink.schema import table_shapes
 from cdcapp.spec import load_spec
-from cdcapp.topics import Topics
+from cdcapp.topics import Topics, create_missing_topics
 from cdcapp.web import views
 
 settings = get_settings()
 spec = load_spec(settings.spec_path)
+# One RocksDB folder per app id and web port: two workers on one machine must not share one.
+workers_dir = settings.state_path / "workers"
+workers_dir.mkdir(parents=True, exist_ok=True)
 
-app = faust.App(
+class CdcApp(faust.App):
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        await create_missing_topics(self, topics.all_declared(), settings.replication_factor)
+
+
+# Faust's send_soon buffer (table changelog writes) stalls the agent at 100 pending messages.
+ProducerBuffer.max_messages = 10_000
+
+app = CdcApp(
     settings.app_id,
     broker=";".join(f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")),
     store=settings.store,
-    datadir=str(settings.worker_dir or settings.state_path / "worker-{conf.web_port}"),
+    datadir=str(settings.worker_dir or workers_dir / "{conf.id}-{conf.web_port}"),
     topic_partitions=settings.partitions,
     topic_replication_factor=settings.replication_factor,
     consumer_auto_offset_reset="earliest",
@@ -55,4 +67,3 @@ sink = sink_agent.Sink(
 )
 sink_agent.register(app, topics, sink, check_interval_s=min(0.1, settings.flush_interval_ms / 4000))
 views.register(app, spec, stage_tables, sink)
-setup_prometheus_sensors(app)

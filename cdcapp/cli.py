@@ -118,6 +118,22 @@ def verify(
     raise typer.Exit(0 if report.equal else 1)
 
 
+@app.command()
+def demo(
+    changes: int = typer.Option(3000, "--changes", min=1, help="Row changes the workload makes."),
+    seed: int = typer.Option(1, "--seed"),
+    settle: float = typer.Option(300.0, "--settle", help="Seconds to wait for ClickHouse to catch up."),
+) -> None:
+    """Run the whole pipeline once: stack, worker, workload, ground-truth check, an analytic query."""
+    from rich.console import Console
+
+    from cdcapp.config import get_settings
+    from cdcapp.demo import run_demo
+
+    equal = run_demo(get_settings(), changes, seed, settle, Console())
+    raise typer.Exit(0 if equal else 1)
+
+
 def main() -> None:
     app()
 

@@ -33,7 +33,8 @@ class Settings(BaseSettings):
     replication_factor: int = Field(default=1, ge=1, description="Replication of internal topics.")
     store: str = Field(default="rocksdb://", description="Faust table store: rocksdb:// or memory://.")
     worker_dir: Path | None = Field(
-        default=None, description="Faust data dir (RocksDB). One per worker; default <state_dir>/worker-<web_port>."
+        default=None,
+        description="Faust data dir (RocksDB). One per worker; default <state_dir>/workers/<app_id>-<web_port>.",
     )
     web_port: int = Field(default=6066, description="Faust web port (views, /metrics). One per worker.")
     web_host: str = Field(default="127.0.0.1", description="Faust web bind and advertised host.")
@@ -72,10 +73,6 @@ class Settings(BaseSettings):
     @property
     def resolved_clickhouse_url(self) -> str:
         return self.clickhouse_url or f"chdb://{self.state_path / 'chdb'}"
-
-    @property
-    def resolved_worker_dir(self) -> Path:
-        return (self.worker_dir or self.state_path / f"worker-{self.web_port}").resolve()
 
 
 @lru_cache(maxsize=1)

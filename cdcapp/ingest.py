@@ -72,7 +72,7 @@ def register(app: faust.App, spec: Spec, topics: Topics) -> None:
 
 
 def _register_source(app: faust.App, topics: Topics, shaper: ChangeShaper) -> None:
-    source_topic, stage_topic = topics.sources[shaper.entity], topics.stages[shaper.entity]
+    source_topic, stage_topic = topics.sources[shaper.entity], topics.stage_names[shaper.entity]
 
     @app.agent(source_topic, name=f"cdcapp.ingest.{shaper.entity}")
     async def ingest(stream: faust.StreamT) -> None:
@@ -87,4 +87,4 @@ def _register_source(app: faust.App, topics: Topics, shaper: ChangeShaper) -> No
                 await send_dead_letter(topics.dlq, event, "ingest", exc)
                 continue
             SOURCE_EVENTS.labels(shaper.entity, change.op).inc()
-            await stage_topic.send(key=key.encode(), value=orjson.dumps(message))
+            await topics.send(stage_topic, key.encode(), orjson.dumps(message))

@@ -25,7 +25,11 @@ log = logging.getLogger(__name__)
 
 def _table(app: faust.App, name: str, partitions: int) -> faust.TableT:
     raw = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
-    return app.Table(name, partitions=partitions, schema=raw)
+    table = app.Table(name, partitions=partitions, schema=raw)
+    # Faust derives the store's serializers from the value type ("json" for bytes) and ignores
+    # the schema's; both the store and the changelog are created lazily, after this.
+    table.key_serializer = table.value_serializer = "raw"
+    return table
 
 
 def sink_message(row: SinkRow) -> tuple[bytes, bytes]:
@@ -77,7 +81,6 @@ def _register_stage(app: faust.App, topics: Topics, stage: EntityStage, tables: 
                     del tables.subscribers[raw_key]
             for out in result.outputs:
                 if isinstance(out, Send):
-                    await topics.stages[out.entity].send(key=out.key.encode(), value=orjson.dumps(out.message))
+                    await topics.send(topics.stage_names[out.entity], out.key.encode(), orjson.dumps(out.message))
                 else:
-                    key, value = sink_message(out)
-                    await topics.sink.send(key=key, value=value)
+                    await topics.send(topics.sink_name, *sink_message(out))

@@ -11,6 +11,7 @@ from typing import Any
 import faust
 import orjson
 from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from cdcapp.join.agents import StageTables
 from cdcapp.sink.agent import Sink
@@ -36,6 +37,10 @@ def register(app: faust.App, spec: Spec, tables: dict[str, StageTables], sink: S
                 "last_error": sink.last_error,
             },
         })
+
+    @app.page("/metrics")
+    async def metrics(web: View, request: Request) -> Response:
+        return web.bytes(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     @app.page("/sql/")
     async def sql(web: View, request: Request) -> Response:

@@ -15,21 +15,22 @@ from cdcapp import app as cdc
 
 
 class Captured:
-    def __init__(self) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.sent: list[tuple[str, bytes, Any]] = []
 
-    def attach(self, monkeypatch: pytest.MonkeyPatch, topic: Any) -> None:
-        async def send(*, key: bytes, value: bytes, **_: Any) -> None:
-            self.sent.append((topic.get_topic_name(), key, orjson.loads(value)))
+        async def send(topic: str, key: bytes, value: bytes) -> None:
+            self.sent.append((topic, key, orjson.loads(value)))
 
-        monkeypatch.setattr(topic, "send", send)
+        async def send_dead_letter(*, key: bytes, value: bytes, **_: Any) -> None:
+            await send(cdc.topics.dlq.get_topic_name(), key, value)
+
+        monkeypatch.setattr(cdc.topics, "send", send)
+        monkeypatch.setattr(cdc.topics.dlq, "send", send_dead_letter)
 
 
 @pytest.fixture()
 def captured(monkeypatch: pytest.MonkeyPatch) -> Captured:
-    capture = Captured()
-    for topic in [*cdc.topics.stages.values(), cdc.topics.sink, cdc.topics.dlq]:
-        capture.attach(monkeypatch, topic)
+    capture = Captured(monkeypatch)
     cdc.app.flow_control.resume()
     return capture
 

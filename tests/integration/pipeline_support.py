@@ -1,0 +1,64 @@
+"""Running the real pipeline in tests: a fresh namespace (consumer group, internal topics,
+ClickHouse database) per pipeline, workers as child processes, the ground truth as the oracle."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cdcapp.config import Settings
+from cdcapp.spec import Spec, load_spec
+from cdcapp.verify import Report, verify
+from cdcapp.worker_process import WorkerProcess
+
+SETTLE_S = 600.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Pipeline:
+    settings: Settings
+    env: dict[str, str]
+    log_dir: Path
+    spec: Spec = field(default_factory=load_spec)
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    @classmethod
+    def fresh(cls, base: Settings, log_dir: Path, clickhouse_url: str | None = None, **overrides: str) -> "Pipeline":
+        namespace = f"t{uuid.uuid4().hex[:10]}"
+        url = clickhouse_url or f"clickhouse://default@127.0.0.1:{base.clickhouse_port}/{namespace}"
+        env = {
+            "CDCAPP_APP_ID": namespace,
+            "CDCAPP_INTERNAL_TOPIC_PREFIX": namespace,
+            "CDCAPP_CLICKHOUSE_URL": url,
+            "CDCAPP_STATE_DIR": str(base.state_path),
+            **overrides,
+        }
+        settings = base.model_copy(update={"app_id": namespace, "internal_topic_prefix": namespace,
+                                           "clickhouse_url": url})
+        return cls(settings, env, log_dir)
+
+    def start_worker(self, wait: bool = True) -> WorkerProcess:
+        port = free_port()
+        worker = WorkerProcess(self.env, port, self.log_dir / f"{self.settings.app_id}-worker-{port}.log").start()
+        self.workers.append(worker)
+        if wait:
+            worker.wait_ready()
+        return worker
+
+    def verify(self, kind: str, source_id: str | None = None, sqlite_path: Path | None = None,
+               wait_s: float = SETTLE_S) -> Report:
+        live = [w for w in self.workers if w.process and w.process.poll() is None]
+        worker_url = live[0].url if live and self.settings.resolved_clickhouse_url.startswith("chdb") else None
+        return verify(self.settings, self.spec, kind, source_id, sqlite_path, wait_s=wait_s, worker_url=worker_url)
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
