@@ -1,10 +1,14 @@
 # Every target runs tools as `python -m ...` of the interpreter the package is installed in.
 PYTHON ?= python
 
-.PHONY: install stack-up stack-down status test test-unit
+.PHONY: install demo stack-up stack-down status test test-unit
 
 install:
 	$(PYTHON) -m pip install -e '.[test]'
+
+# The main job, once: stack, worker, workload, ground-truth check, revenue by country and category.
+demo: install
+	$(PYTHON) -m cdcapp.cli demo
 
 stack-up:
 	$(PYTHON) -m cdcapp.cli stack up
@@ -16,7 +20,7 @@ status:
 	$(PYTHON) -m cdcapp.cli stack status
 
 # The whole suite: integration tests need the native stack (it stays up afterwards).
-test: stack-up
+test: install stack-up
 	$(PYTHON) -m pytest -q
 
 test-unit:

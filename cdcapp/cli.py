@@ -110,10 +110,18 @@ def verify(
     """Ground-truth check: ClickHouse *_current views equal the OLTP join, row for row (exit 0)."""
     from cdcapp.config import get_settings
     from cdcapp.spec import load_spec
+    from cdcapp.verify import Report
     from cdcapp.verify import verify as run_verify
 
     settings = get_settings()
-    report = run_verify(settings, load_spec(settings.spec_path), source.value, source_id, db, wait_s=wait)
+
+    def progress(report: Report) -> None:
+        if wait and not report.equal:
+            summary = ", ".join(f"{t.table} {t.actual_rows}/{t.expected_rows}" for t in report.tables)
+            typer.echo(f"not equal yet ({summary}); comparing again", err=True)
+
+    report = run_verify(settings, load_spec(settings.spec_path), source.value, source_id, db, wait_s=wait,
+                        on_attempt=progress)
     typer.echo(report.render(limit))
     raise typer.Exit(0 if report.equal else 1)
 

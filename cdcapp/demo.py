@@ -32,8 +32,14 @@ LIMIT {limit}
 def run_demo(settings: Settings, changes: int, seed: int, settle_s: float, console: Console) -> bool:
     console.rule("1. the stack")
     stack.up(settings, echo=console.print)
+    if not settings.clickhouse_url:
+        # The stack runs a ClickHouse server: use it, so the result can be explored afterwards
+        # (clickhouse-client --port <CLICKHOUSE_PORT>) while no worker runs.
+        url = f"clickhouse://default@127.0.0.1:{settings.clickhouse_port}/{settings.clickhouse_db}"
+        settings = settings.model_copy(update={"clickhouse_url": url})
     console.rule("2. a pipeline worker")
-    worker = WorkerProcess({}, settings.web_port, settings.state_path / "logs" / "worker-demo.log")
+    worker = WorkerProcess({"CDCAPP_CLICKHOUSE_URL": settings.clickhouse_url}, settings.web_port,
+                           settings.state_path / "logs" / "worker-demo.log")
     if worker.status() is not None:
         console.print(f"a worker already answers on {worker.url}; using it")
     else:

@@ -23,13 +23,21 @@ from cdcapp.topics import Topics
 log = logging.getLogger(__name__)
 
 
+class RawBytesTable(faust.Table):
+    """A table of bytes kept as they are, in the store and in the changelog.
+
+    Faust derives a table's serializers from its key/value types and picks "json" for bytes;
+    the changelog topic is built from them early, so they must be right from the constructor on.
+    """
+
+    def _serializer_from_type(self, typ: object) -> str:
+        return "raw"
+
+
 def _table(app: faust.App, name: str, partitions: int) -> faust.TableT:
-    raw = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
-    table = app.Table(name, partitions=partitions, schema=raw)
-    # Faust derives the store's serializers from the value type ("json" for bytes) and ignores
-    # the schema's; both the store and the changelog are created lazily, after this.
-    table.key_serializer = table.value_serializer = "raw"
-    return table
+    table = RawBytesTable(app, name=name, partitions=partitions, key_type=bytes, value_type=bytes,
+                          beacon=app.tables.beacon)
+    return app.tables.add(table)
 
 
 def sink_message(row: SinkRow) -> tuple[bytes, bytes]:

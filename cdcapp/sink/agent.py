@@ -97,9 +97,11 @@ class Sink:
             for shape, rows in batches:
                 SINK_ROWS.labels(shape.name).inc(len(rows))
                 self.rows_inserted += len(rows)
-            assert self.stream is not None, "events come from the sink stream"
+            stream = self.stream
+            if stream is None:
+                raise RuntimeError("the sink flushed events before its agent started")
             for event in events:
-                await self.stream.ack(event)
+                await stream.ack(event)
             SINK_BUFFERED.set(self.policy.rows)
 
     async def _insert_until_stored(self, batches: list[tuple[TableShape, list[dict[str, Any]]]]) -> None:

@@ -8,6 +8,8 @@ the source databases, not just the changes of one test.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from cdcapp.config import Settings
-from cdcapp.sources.connections import connect
+from cdcapp.sources.connections import connect, ensure_schema
 from cdcapp.sources.generator import run_workload
 from tests.integration.pipeline_support import Pipeline
 
@@ -80,3 +82,28 @@ def test_two_workers_with_a_rebalance_mid_run(stack: Settings, tmp_path: Path) -
         assert first.status()["assigned_partitions"] and second.status()["assigned_partitions"]
     finally:
         pipeline.stop()
+
+
+def test_sqlite_trigger_capture_equals_the_oltp_join(server_pipeline: Pipeline, tmp_path: Path) -> None:
+    """SQLite has no Debezium connector: triggers + the relay feed the same topics and pipeline."""
+    db = tmp_path / "shop.db"
+    source_id = f"sqlite-{server_pipeline.settings.app_id}"
+    conn = connect("sqlite", server_pipeline.settings, db)
+    ensure_schema("sqlite", conn)
+    conn.close()
+    relay = subprocess.Popen(
+        [sys.executable, "-m", "cdcapp.cli", "capture", "sqlite", "--db", str(db), "--source-id", source_id],
+        stdout=open(tmp_path / "relay.log", "wb"), stderr=subprocess.STDOUT,
+    )
+    try:
+        conn = connect("sqlite", server_pipeline.settings, db)
+        try:
+            stats = run_workload(conn, "sqlite", rate=0, changes=CHANGES, seed=5, progress=False)
+        finally:
+            conn.close()
+        assert stats.changes >= CHANGES
+        report = server_pipeline.verify("sqlite", source_id=source_id, sqlite_path=db)
+        assert report.equal, report.render()
+    finally:
+        relay.terminate()
+        relay.wait(30)

@@ -1,0 +1,122 @@
+"""Pure parts around the join: the spec, column types, DDL, the flush policy, the OLTP SQL."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+import yaml
+
+from cdcapp.chtypes import TypeSpecError, ValueTypeError, parse_type
+from cdcapp.sink.clickhouse import ClickHouseUrl
+from cdcapp.sink.policy import FlushPolicy
+from cdcapp.sink.schema import ddl, table_shapes
+from cdcapp.spec import DEFAULT_SPEC, Spec, compile_measure, load_spec
+from cdcapp.verify import compare, fact_sql
+
+SPEC = load_spec()
+
+
+def spec_with(mutate) -> dict:
+    raw = yaml.safe_load(DEFAULT_SPEC.read_text())
+    mutate(raw)
+    return raw
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda s: s["entities"]["orders"]["refs"]["customer"].update(entity="nope"), "unknown entity"),
+    (lambda s: s["entities"]["orders"]["columns"].update(total="LowCardinality(String)"), "unsupported column type"),
+    (lambda s: s["entities"]["customers"].update(refs={"o": {"entity": "orders", "columns": ["id"]}}), "cycle"),
+    (lambda s: s["facts"][0]["columns"].update(x="order.customer.nope"), "no column"),
+    (lambda s: s["facts"][0]["measures"].update(m={"expr": "quantity / 2", "type": "Int64"}), r"only \+ - \*"),
+    (lambda s: s["entities"]["customers"].update(key=["uid"]), "key columns"),
+])
+def test_bad_specs_are_refused_with_a_reason(mutate, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        Spec.model_validate(spec_with(mutate))
+
+
+def test_measures_are_exact_decimals() -> None:
+    revenue = compile_measure("quantity * unit_price - 0.1", {"quantity", "unit_price"})
+    assert revenue({"quantity": 3, "unit_price": "0.10"}) == Decimal("0.20")
+
+
+@pytest.mark.parametrize("type_name, value, canonical", [
+    ("Int64", "42", 42),
+    ("Decimal(12, 2)", Decimal("1.5"), "1.50"),
+    ("Decimal(12,2)", 2.675, "2.68"),
+    ("DateTime", datetime(2024, 1, 1, 12, 0, 0, 999), "2024-01-01 12:00:00"),
+    ("DateTime", datetime(2024, 1, 1, 12, tzinfo=timezone(timedelta(hours=2))), "2024-01-01 10:00:00"),
+    ("DateTime", "2024-01-01T00:00:00Z", "2024-01-01 00:00:00"),
+    ("Date", date(2024, 2, 29), "2024-02-29"),
+    ("String", 5, "5"),
+])
+def test_values_have_one_canonical_spelling(type_name, value, canonical) -> None:
+    assert parse_type(type_name).canonical(value) == canonical
+
+
+def test_bad_values_and_types_are_reported() -> None:
+    with pytest.raises(ValueTypeError):
+        parse_type("Int32").canonical("abc")
+    with pytest.raises(ValueTypeError):
+        parse_type("Decimal(5, 1)").canonical("NaN")
+    with pytest.raises(TypeSpecError):
+        parse_type("DateTime64(3)")
+
+
+def test_ddl_uses_replacing_merge_tree_keyed_by_source_and_key_and_current_views() -> None:
+    statements = ddl(SPEC, "olap_db")
+    fact = next(s for s in statements if "TABLE IF NOT EXISTS olap_db.fact_order " in s)
+    assert "ReplacingMergeTree(_version) ORDER BY (_source, id)" in fact
+    assert "`revenue` Decimal(18, 2)" in fact and "`customer_country` String" in fact
+    assert ("CREATE VIEW IF NOT EXISTS olap_db.fact_order_current AS SELECT * FROM olap_db.fact_order FINAL "
+            "WHERE _is_deleted = 0") in statements
+    assert all("LowCardinality" not in s and "DateTime64" not in s for s in statements)
+
+
+def test_flush_policy_by_size_and_by_age() -> None:
+    policy = FlushPolicy(max_rows=3, max_age_s=0.5)
+    assert not policy.due(now=100.0)
+    policy.added(2, now=100.0)
+    assert not policy.due(now=100.4)
+    assert policy.due(now=100.5)
+    policy.flushed()
+    policy.added(3, now=200.0)
+    assert policy.due(now=200.0)
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("clickhouse://u:p%40ss@h:9001/db", ClickHouseUrl("clickhouse", "h", 9001, "u", "p@ss", "db")),
+    ("clickhouse://h", ClickHouseUrl("clickhouse", "h", 9000, "default", "", "")),
+    ("chdb:///var/x", ClickHouseUrl("chdb", path="/var/x")),
+])
+def test_clickhouse_urls(url, expected) -> None:
+    assert ClickHouseUrl.parse(url) == expected
+    assert "p@ss" not in ClickHouseUrl.parse(url).redacted()
+
+
+def test_unknown_clickhouse_url_scheme_is_refused() -> None:
+    with pytest.raises(ValueError, match="unsupported ClickHouse URL"):
+        ClickHouseUrl.parse("http://h:8123")
+
+
+def test_oltp_fact_sql_joins_along_the_ref_paths() -> None:
+    sql = fact_sql(SPEC, 0, "postgres")
+    assert 'FROM "order_items" t0' in sql
+    assert 'JOIN "orders" t1 ON t1."id" = t0."order_id"' in sql
+    assert 'JOIN "customers" t2 ON t2."id" = t1."customer_id"' in sql
+    assert 'JOIN "products" t3 ON t3."id" = t0."product_id"' in sql
+    assert '(t0."quantity") * (t0."price")' in sql
+    assert "`orders`" in fact_sql(SPEC, 0, "mariadb")
+
+
+def test_compare_reports_missing_unexpected_different_and_duplicate_rows() -> None:
+    shape = table_shapes(SPEC)["dim_product"]
+    row = lambda i, name: (i, name, "c", "1.00", "2024-01-01 00:00:00")  # noqa: E731
+    diff = compare(shape, [row(1, "a"), row(2, "b"), row(3, "c")],
+                   [row(2, "b"), row(3, "X"), row(4, "d"), row(4, "d")])
+    assert diff.missing == [row(1, "a")]
+    assert diff.different == [(row(3, "c"), row(3, "X"))]
+    assert row(4, "d") in diff.unexpected and len(diff.unexpected) == 2
+    assert not diff.equal
