@@ -39,6 +39,7 @@ class Pipeline:
             "CDCAPP_INTERNAL_TOPIC_PREFIX": namespace,
             "CDCAPP_CLICKHOUSE_URL": url,
             "CDCAPP_STATE_DIR": str(base.state_path),
+            "CDCAPP_STORE": "rocksdb://",
             **overrides,
         }
         settings = base.model_copy(update={"app_id": namespace, "internal_topic_prefix": namespace,

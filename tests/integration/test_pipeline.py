@@ -3,7 +3,8 @@ the ground-truth check (``*_current`` views == the same join computed in the OLT
 
 Every pipeline here has its own consumer group, internal topics and ClickHouse database, and
 reads the shared ``oltp.*`` topics from the beginning, so it must reproduce the whole history of
-the source databases, not just the changes of one test.
+the source databases, not just the changes of one test. The pipelines that start from nothing come
+first, while that history is short; the shared one then takes each source in turn.
 """
 
 from __future__ import annotations
@@ -36,24 +37,6 @@ def workload(settings: Settings, kind: str, seed: int, changes: int = CHANGES) -
     assert stats.changes >= changes
 
 
-@pytest.fixture(scope="module")
-def server_pipeline(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    """One worker, RocksDB store, the ClickHouse server (18.16) as the sink."""
-    pipeline = Pipeline.fresh(stack, tmp_path_factory.mktemp("logs"))
-    pipeline.start_worker()
-    yield pipeline
-    pipeline.stop()
-
-
-@pytest.mark.parametrize("kind", ["postgres", "mariadb"])
-def test_workload_through_debezium_equals_the_oltp_join(server_pipeline: Pipeline, kind: str) -> None:
-    workload(server_pipeline.settings, kind, seed=hash(server_pipeline.settings.app_id + kind) % 10_000)
-    report = server_pipeline.verify(kind)
-    assert report.equal, report.render()
-    fact = next(t for t in report.tables if t.table == "fact_order")
-    assert fact.expected_rows > 100, "the workload must leave a real fact table to compare"
-
-
 def test_chdb_sink_equals_the_oltp_join(stack: Settings, tmp_path: Path) -> None:
     """The embedded engine as the sink; verify reads through the worker that owns it."""
     pipeline = Pipeline.fresh(stack, tmp_path, clickhouse_url=f"chdb://{tmp_path / 'chdb'}")
@@ -82,6 +65,24 @@ def test_two_workers_with_a_rebalance_mid_run(stack: Settings, tmp_path: Path) -
         assert first.status()["assigned_partitions"] and second.status()["assigned_partitions"]
     finally:
         pipeline.stop()
+
+
+@pytest.fixture(scope="module")
+def server_pipeline(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    """One worker, RocksDB store, the ClickHouse server (18.16) as the sink."""
+    pipeline = Pipeline.fresh(stack, tmp_path_factory.mktemp("logs"))
+    pipeline.start_worker()
+    yield pipeline
+    pipeline.stop()
+
+
+@pytest.mark.parametrize("kind", ["postgres", "mariadb"])
+def test_workload_through_debezium_equals_the_oltp_join(server_pipeline: Pipeline, kind: str) -> None:
+    workload(server_pipeline.settings, kind, seed=hash(server_pipeline.settings.app_id + kind) % 10_000)
+    report = server_pipeline.verify(kind)
+    assert report.equal, report.render()
+    fact = next(t for t in report.tables if t.table == "fact_order")
+    assert fact.expected_rows > 100, "the workload must leave a real fact table to compare"
 
 
 def test_sqlite_trigger_capture_equals_the_oltp_join(server_pipeline: Pipeline, tmp_path: Path) -> None:
