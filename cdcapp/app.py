@@ -11,9 +11,8 @@ and the settings (``cdcapp.config``); see docs/architecture.md for the design.
 from __future__ import annotations
 
 import faust
-from faust.transport.producer import ProducerBuffer
 
-from cdcapp import ingest
+from cdcapp import faust_fixes, ingest
 from cdcapp.config import get_settings
 from cdcapp.join import agents as join_agents
 from cdcapp.sink import agent as sink_agent
@@ -36,8 +35,7 @@ class CdcApp(faust.App):
         await create_missing_topics(self, topics.all_declared(), settings.replication_factor)
 
 
-# Faust's send_soon buffer (table changelog writes) stalls the agent at 100 pending messages.
-ProducerBuffer.max_messages = 10_000
+faust_fixes.apply()
 
 app = CdcApp(
     settings.app_id,
