@@ -232,7 +232,15 @@ def verify(settings: Settings, spec: Spec, kind: str, source_id: str | None = No
     deadline = time.monotonic() + wait_s
     try:
         while True:
-            report = verify_once(settings, spec, kind, source_id or kind, sqlite_path, reader)
+            try:
+                report = verify_once(settings, spec, kind, source_id or kind, sqlite_path, reader)
+            except Exception:
+                # While settling, ClickHouse may not have the database yet (a worker creates it
+                # when it starts); only the last attempt's error is the answer.
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(1.0)
+                continue
             if on_attempt:
                 on_attempt(report)
             if report.equal or time.monotonic() >= deadline:

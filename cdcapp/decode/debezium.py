@@ -134,15 +134,6 @@ class Change:
     source_ts_ms: int
     #: a snapshot read (``op == "r"`` or ``source.snapshot`` names a snapshot phase)
     snapshot: bool
-    connector: str
-    table: str
-    op: str
-    key: dict[str, Any]
-    before: dict[str, Any] | None
-    after: dict[str, Any] | None
-    position: int
-    source_ts_ms: int
-    snapshot: bool
 
 
 Converter = Callable[[Any], Any]

@@ -9,6 +9,8 @@ once with ``database is locked`` in WAL mode, whatever the busy timeout).
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -110,3 +112,15 @@ def _statements(script: str) -> list[str]:
     """Split a plain DDL script on ``;`` (the stack's scripts have no procedures or strings with ``;``)."""
     lines = [line for line in script.splitlines() if not line.lstrip().startswith("--")]
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+@contextmanager
+def immediate_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` (take the write lock up front) ... ``COMMIT``, or ``ROLLBACK`` on error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

@@ -43,7 +43,7 @@ import orjson
 
 import cdcapp
 from cdcapp.config import Settings
-from cdcapp.sources.connections import connect_sqlite
+from cdcapp.sources.connections import connect_sqlite, immediate_transaction
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +171,7 @@ def install(db: Path, tables: Sequence[str] = DEFAULT_TABLES) -> list[TableInfo]
     """
     conn = _open_existing(db)
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate_transaction(conn):
             infos = [read_table_info(conn, t) for t in tables]
             conn.execute(_LOG_DDL)
             conn.execute(_STATE_DDL)
@@ -181,10 +180,6 @@ def install(db: Path, tables: Sequence[str] = DEFAULT_TABLES) -> list[TableInfo]
             for info in infos:
                 for statement in trigger_sql(info):
                     conn.execute(statement)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
     finally:
         conn.close()
     log.info("capture installed on %s for %s", db, ", ".join(tables))
@@ -195,16 +190,11 @@ def uninstall(db: Path) -> None:
     """Drop the capture triggers, the change log and the relay state."""
     conn = _open_existing(db)
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate_transaction(conn):
             for trigger, _ in _capture_triggers(conn):
                 conn.execute(f"DROP TRIGGER {_ident(trigger)}")
             conn.execute(f"DROP TABLE IF EXISTS {LOG_TABLE}")
             conn.execute(f"DROP TABLE IF EXISTS {STATE_TABLE}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
     finally:
         conn.close()
     log.info("capture removed from %s", db)
@@ -389,8 +379,7 @@ class _Store:
         published rows that were deleted since, and only the log from that start has their
         deletes. Log rows before the start are covered by any snapshot and are pruned.
         """
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate_transaction(self.conn):
             row = self.conn.execute(
                 f"SELECT source_id, tables, snapshot_done, snapshot_seq FROM {STATE_TABLE} WHERE id = 1"
             ).fetchone()
@@ -400,10 +389,6 @@ class _Store:
                 start = self._last_seq()
             state = RelayState(source_id, tables, False, start, start)
             self._write_state(state)
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
         return state
 
     def _last_seq(self) -> int:
@@ -446,13 +431,8 @@ class _Store:
 
     def commit_progress(self, state: RelayState) -> None:
         """Record the acknowledged position and prune what it covers, in one short write."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate_transaction(self.conn):
             self._write_state(state)
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
 
     def _write_state(self, state: RelayState) -> None:
         self.conn.execute(
