@@ -135,9 +135,10 @@ class ClickHouseReader:
         self.settings = settings
         self.spec = spec
         url = settings.resolved_clickhouse_url
-        self.database = ClickHouseUrl.parse(url).database or spec.database
+        parsed = ClickHouseUrl.parse(url)
+        self.database = parsed.database or spec.database
         self.worker_url = worker_url
-        if self.worker_url is None and ClickHouseUrl.parse(url).scheme == "chdb":
+        if self.worker_url is None and parsed.scheme == "chdb":
             candidate = f"http://{settings.web_host}:{settings.web_port}"
             if _answers(candidate):
                 self.worker_url = candidate

@@ -133,7 +133,7 @@ def register(app: faust.App, topics: Topics, sink: Sink, check_interval_s: float
         async for event in manual.events():
             try:
                 sink.add(event)
-            except (BadSinkRow, ValueError, KeyError, TypeError) as exc:
+            except (ValueError, KeyError, TypeError) as exc:  # BadSinkRow and JSON errors are ValueErrors
                 await send_dead_letter(topics.dlq, event, "sink", exc)
                 await manual.ack(event)
                 continue

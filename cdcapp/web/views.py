@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from cdcapp.join.agents import StageTables
 from cdcapp.sink.agent import Sink
+from cdcapp.sink.clickhouse import ClickHouseUrl
 from cdcapp.spec import Spec
 
 _READ_ONLY = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|EXISTS)\b", re.IGNORECASE)
@@ -27,7 +28,7 @@ def register(app: faust.App, spec: Spec, tables: dict[str, StageTables], sink: S
         return web.json({
             "app": app.conf.id,
             "worker": f"{app.conf.web_host}:{app.conf.web_port}",
-            "clickhouse": sink.writer.url.split("@")[-1],
+            "clickhouse": ClickHouseUrl.parse(sink.writer.url).redacted(),
             "tables": [d.table for d in spec.dimensions] + [f.table for f in spec.facts],
             "assigned_partitions": assignment,
             "sink": {
