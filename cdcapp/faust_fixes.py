@@ -6,11 +6,19 @@ Each is small, applied once at import by ``cdcapp.app``, and says what it fixes 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
 
 from typing import Any
 
-from faust.transport.consumer import Consumer
+from faust.transport.consumer import CONSUMER_FETCHING, Consumer
 from faust.transport.producer import ProducerBuffer
+from faust.types import Message
+from faust.types.tuples import ack_lock
+
+from cdcapp.metrics import STALE_DELIVERIES
+
+log = logging.getLogger(__name__)
 
 
 async def _flush_until_empty(self: ProducerBuffer) -> None:
@@ -32,30 +40,160 @@ async def _flush_until_empty(self: ProducerBuffer) -> None:
             continue
 
 
-_original_wait_next_records = Consumer._wait_next_records
+_original_ack = Consumer.ack
 
 
-async def _wait_next_records_of_one_generation(self: Consumer, timeout: float) -> Any:
-    """Drop a fetch that a rebalance overtook.
+def _ack_only_what_was_processed(self: Consumer, message: Message) -> bool:
+    """Give commit credit only to a message a stream took up in the current generation.
 
-    The consumer thread hands records to the event loop with a few hops in between; if a
-    rebalance completes (new generation, partitions seeked back to their committed offsets)
-    meanwhile, Faust labels the records fetched *before* it with the new generation and delivers
-    them. Their offsets are ahead of the committed position, so Faust records the offsets in
-    between as a gap (treated as done), moves its read offset past them and then drops the
-    re-fetched messages as already read: a silent loss, seen in the two-worker test. Every
-    rebalance ends with Faust seeking all assigned partitions to their committed offsets, so
-    records dropped here are fetched again.
+    Faust's streams *skip* a message that reaches them while flow control is suspended (during a
+    rebalance) or that was fetched in an older generation, and then ack it as if processed. The
+    consumer counts that ack towards the next commit, so once the offsets below it are acked the
+    commit moves past a change nobody processed: the rebalance loss of the two-worker test.
+    Skipped messages are never ``tracked`` (streams track a message when they take it up), so
+    such an ack, and any ack of an older generation's message, is recorded without credit. Every
+    rebalance ends with a seek to the committed offsets, so these messages are read again.
     """
-    generation = self.app.consumer_generation_id
-    records, active_partitions = await _original_wait_next_records(self, timeout)
-    if records and self.app.consumer_generation_id != generation:
-        return {}, active_partitions
-    return records, active_partitions
+    if not self.app.topics.acks_enabled_for(message.topic) or (
+        message.tracked and message.generation_id == self.app.consumer_generation_id
+    ):
+        return _original_ack(self, message)
+    with ack_lock:
+        if message.acked:
+            return False
+        message.acked = True
+        self._unacked_messages.discard(message)
+    STALE_DELIVERIES.labels("ack_without_credit").inc()
+    return False
+
+
+class ReadOffsets(dict):
+    """Faust's per-partition read offsets, plus a serial number of the last seek of each partition.
+
+    Every writer but the fetch loop is a seek (a rebalance's seek to the committed offsets, the
+    table recovery's seek of changelogs, a revocation), so every write except ``delivered``
+    takes a new serial: the fetch loop can then tell that a seek overtook the records it holds.
+    Written from the consumer thread too (``_seek_wait``); ``next()`` on a count is atomic.
+    """
+
+    _serials = itertools.count(1)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.serial: dict[Any, int] = {}
+
+    def __missing__(self, tp: Any) -> None:
+        return None
+
+    def __setitem__(self, tp: Any, offset: int | None) -> None:
+        self.serial[tp] = next(self._serials)
+        super().__setitem__(tp, offset)
+
+    def __delitem__(self, tp: Any) -> None:
+        self.serial[tp] = next(self._serials)
+        super().__delitem__(tp)
+
+    def pop(self, tp: Any, *default: Any) -> Any:
+        self.serial[tp] = next(self._serials)
+        return super().pop(tp, *default)
+
+    def update(self, offsets: Any = (), **kwargs: Any) -> None:
+        for tp, offset in dict(offsets, **kwargs).items():
+            self[tp] = offset
+
+    def delivered(self, tp: Any, offset: int) -> None:
+        super().__setitem__(tp, offset)
+
+
+_original_consumer_init = Consumer.__init__
+
+
+def _consumer_init_with_seek_serials(self: Consumer, *args: Any, **kwargs: Any) -> None:
+    _original_consumer_init(self, *args, **kwargs)
+    self._read_offset = ReadOffsets()
+
+
+async def _drain_messages_keeping_seeks(self: Consumer, fetcher: Any) -> None:
+    """Faust's fetch loop, made to respect seeks that happen while it holds records.
+
+    A fetch, and the delivery of each record (an await that can block for a whole rebalance on a
+    full buffer or on suspended flow), can span a seek: the rebalance's seek of every partition
+    to its committed offset, or the recovery's seek of a changelog. Faust then delivers records
+    fetched before the seek, records their offsets as read (ahead of the seek), counts the
+    offsets in between as a gap (done), and drops the re-fetched records below as already read:
+    changes lost with their offsets committed - the two-worker rebalance loss. Here records of a
+    partition seeked since its fetch began are not delivered, and the partition is seeked again
+    to where the seek put it (nothing was delivered since), which is correct whether the records
+    came from before the seek or after it.
+    """
+    read_offsets: ReadOffsets = self._read_offset
+    acks_enabled_for = self.app.topics.acks_enabled_for
+    delivered_since_yield = 0
+
+    def stopping() -> bool:
+        return self._stopped.is_set() or fetcher._stopped.is_set()
+
+    try:
+        while not stopping():
+            self.diag.set_flag(CONSUMER_FETCHING)
+            serial_at_fetch = dict(read_offsets.serial)
+            overtaken: set[Any] = set()
+            batch = self.getmany(timeout=1.0)
+            await self.sleep(0)  # getmany can return at once many times in a row
+            if self.should_stop:
+                continue
+            async for tp, message in batch:
+                delivered_since_yield += 1
+                if delivered_since_yield > 100:
+                    await asyncio.sleep(0)
+                    delivered_since_yield = 0
+                if read_offsets.serial.get(tp) != serial_at_fetch.get(tp):
+                    overtaken.add(tp)
+                    continue
+                offset = message.offset
+                read = read_offsets[tp]
+                if read is not None and offset < read:
+                    continue  # re-fetched below the read offset: already delivered
+                if read and offset - read > 1 and acks_enabled_for(message.topic):
+                    # Offsets absent from a partition (compaction, transaction markers) are
+                    # counted as done, or the commit would wait for them forever.
+                    await self._add_gap(tp, read + 1, offset)
+                commit_every = self._commit_every
+                if commit_every is not None and self._n_acked >= commit_every:
+                    self._n_acked = 0
+                    await self.commit()
+                await self.wait_first(self.callback(message), self.suspend_flow.wait())
+                if read_offsets.serial.get(tp) == serial_at_fetch.get(tp):
+                    read_offsets.delivered(tp, offset)
+                else:
+                    overtaken.add(tp)
+            self.diag.unset_flag(CONSUMER_FETCHING)
+            await _seek_again(self, overtaken)
+    except self.consumer_stopped_errors:
+        if not self.app.should_stop:
+            raise
+        log.info("Broker stopped the consumer; shutting down")
+    except asyncio.CancelledError:
+        if not self.app.should_stop:
+            raise
+    finally:
+        self.diag.unset_flag(CONSUMER_FETCHING)
+
+
+async def _seek_again(self: Consumer, partitions: set[Any]) -> None:
+    """Put partitions whose records were withheld back where their last seek put them."""
+    assigned = self.assignment()
+    for tp in partitions & assigned:
+        STALE_DELIVERIES.labels("seeked_again").inc()
+        # Faust keeps no read offset for 0 or for "no committed offset": both mean the start
+        # (below the log start, the consumer's reset policy "earliest" applies).
+        await self.seek(tp, self._read_offset[tp] or 0)
 
 
 def apply() -> None:
-    Consumer._wait_next_records = _wait_next_records_of_one_generation  # type: ignore[method-assign]
+    Consumer.__init__ = _consumer_init_with_seek_serials  # type: ignore[method-assign]
+    Consumer.ack = _ack_only_what_was_processed  # type: ignore[method-assign]
+    Consumer._drain_messages = _drain_messages_keeping_seeks  # type: ignore[method-assign]
     ProducerBuffer.flush = _flush_until_empty  # type: ignore[method-assign]
     # The buffer stalls table writers at this size (Faust: 100, which throttles every stage).
     ProducerBuffer.max_messages = 10_000

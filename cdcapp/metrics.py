@@ -26,3 +26,8 @@ END_TO_END_LAG = Histogram(
     "From the source commit (source.ts_ms) to the row being in ClickHouse.", registry=REGISTRY,
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900),
 )
+STALE_DELIVERIES = Counter(
+    "cdcapp_rebalance_stale_deliveries_total",
+    "Messages of an older consumer generation kept from counting as processed (see faust_fixes).",
+    ["action"], registry=REGISTRY,
+)

@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 
 class WorkerProcess:
@@ -41,6 +42,17 @@ class WorkerProcess:
                 return orjson.loads(response.read())
         except (urllib.error.URLError, OSError, ValueError):
             return None
+
+    def metric_total(self, name: str) -> float:
+        """The sum of a metric's samples over all labels, from the worker's /metrics."""
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name
+        )
 
     def wait_ready(self, timeout_s: float = 120) -> dict:
         """Until the worker answers /status/ with partitions assigned (recovery done)."""
