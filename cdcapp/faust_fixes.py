@@ -6,12 +6,15 @@ Each is small, applied once at import by ``cdcapp.app``, and says what it fixes 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 
 from typing import Any
 
+from faust.exceptions import ProducerSendError
 from faust.transport.consumer import CONSUMER_FETCHING, Consumer
+from faust.transport.drivers.aiokafka import Producer as KafkaProducer
 from faust.transport.producer import ProducerBuffer
 from faust.types import Message
 from faust.types.tuples import ack_lock
@@ -190,7 +193,44 @@ async def _seek_again(self: Consumer, partitions: set[Any]) -> None:
         await self.seek(tp, self._read_offset[tp] or 0)
 
 
+_original_send = KafkaProducer.send
+_original_producer_flush = KafkaProducer.flush
+
+
+async def _send_watching_delivery(self: KafkaProducer, *args: Any, **kwargs: Any) -> Any:
+    """Remember a send that Kafka finally refused, for ``_flush_then_refuse_to_commit``.
+
+    Faust and cdcapp hand messages to aiokafka and keep no eye on the delivery future; when
+    aiokafka gives up on one (after ``producer_request_timeout`` of retries), nothing noticed it.
+    """
+    delivery = await _original_send(self, *args, **kwargs)
+    delivery.add_done_callback(functools.partial(_note_failed_delivery, self))
+    return delivery
+
+
+def _note_failed_delivery(producer: KafkaProducer, delivery: asyncio.Future) -> None:
+    if delivery.cancelled() or delivery.exception() is None:
+        return
+    if getattr(producer, "failed_delivery", None) is None:
+        log.error("Kafka refused a message for good: %r; no offset will be committed", delivery.exception())
+        producer.failed_delivery = delivery.exception()  # type: ignore[attr-defined]
+
+
+async def _flush_then_refuse_to_commit(self: KafkaProducer) -> None:
+    """The consumer flushes the producer before each commit; fail that commit after a lost send.
+
+    Committing would mark as processed an event whose output never reached Kafka. Raising here
+    crashes the worker instead, and its successor replays from the last good commit.
+    """
+    await _original_producer_flush(self)
+    failure = getattr(self, "failed_delivery", None)
+    if failure is not None:
+        raise ProducerSendError(f"a message was lost in sending, refusing to commit: {failure!r}") from failure
+
+
 def apply() -> None:
+    KafkaProducer.send = _send_watching_delivery  # type: ignore[method-assign]
+    KafkaProducer.flush = _flush_then_refuse_to_commit  # type: ignore[method-assign]
     Consumer.__init__ = _consumer_init_with_seek_serials  # type: ignore[method-assign]
     Consumer.ack = _ack_only_what_was_processed  # type: ignore[method-assign]
     Consumer._drain_messages = _drain_messages_keeping_seeks  # type: ignore[method-assign]

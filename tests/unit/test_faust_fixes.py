@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
 
+from aiokafka.errors import KafkaTimeoutError
+from faust.exceptions import ProducerSendError
 from faust.transport.drivers.aiokafka import Consumer
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
 from cdcapp.app import app
-from cdcapp.faust_fixes import ReadOffsets
+from cdcapp.faust_fixes import ReadOffsets, _note_failed_delivery
 
 TOPIC = "cdcapp.unit.acking"
 TP0 = TP(TOPIC, 0)
@@ -80,3 +83,17 @@ def test_every_write_but_a_delivery_is_a_seek_with_a_new_serial() -> None:
 
 def test_the_app_consumer_keeps_seek_serials() -> None:
     assert isinstance(app.consumer._read_offset, ReadOffsets)
+
+
+async def test_a_send_kafka_refused_for_good_stops_the_next_commit() -> None:
+    """The consumer flushes the producer before committing: that flush must fail, not pass."""
+    producer = app.producer
+    await producer.flush()  # nothing lost yet: flushing is fine
+    delivery: asyncio.Future = asyncio.get_running_loop().create_future()
+    delivery.set_exception(KafkaTimeoutError())
+    _note_failed_delivery(producer, delivery)
+    try:
+        with pytest.raises(ProducerSendError, match="refusing to commit"):
+            await producer.flush()
+    finally:
+        del producer.failed_delivery
