@@ -7,6 +7,7 @@ OLTP join (the ground-truth check) -> revenue by country and category from Click
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 
 from rich.console import Console
 from rich.table import Table
@@ -69,7 +70,7 @@ def run_demo(settings: Settings, changes: int, seed: int, settle_s: float, conso
             reader.close()
         table = Table("country", "category", "items", "revenue")
         for country, category, items, revenue in rows:
-            table.add_row(str(country), str(category), str(items), str(revenue))
+            table.add_row(str(country), str(category), str(items), f"{Decimal(str(revenue)):.2f}")
         console.print(table)
         return report.equal
     finally:
