@@ -13,8 +13,9 @@ import logging
 from typing import Any
 
 from faust.exceptions import ProducerSendError
-from faust.transport.consumer import CONSUMER_FETCHING, Consumer
+from faust.transport.consumer import CONSUMER_FETCHING, Consumer, ThreadDelegateConsumer
 from faust.transport.drivers.aiokafka import Producer as KafkaProducer
+from faust.transport.drivers.aiokafka import ensure_aiokafka_TP
 from faust.transport.producer import ProducerBuffer
 from faust.types import Message
 from faust.types.tuples import ack_lock
@@ -228,7 +229,33 @@ async def _flush_then_refuse_to_commit(self: KafkaProducer) -> None:
         raise ProducerSendError(f"a message was lost in sending, refusing to commit: {failure!r}") from failure
 
 
+_original_seek_to_committed = ThreadDelegateConsumer.seek_to_committed
+
+
+async def _seek_to_committed_or_beginning(self: ThreadDelegateConsumer) -> Any:
+    """Seek a partition without a committed offset to its beginning too, not leave it as it is.
+
+    aiokafka's ``seek_to_committed`` skips such partitions, keeping the fetch position. When a
+    rebalance hands one to this worker (typical of a young consumer group), records fetched
+    while it was paused for table recovery are discarded by Faust as not active - the position
+    is past them, and the seek that ends the rebalance does not bring it back: the second worker
+    started behind hundreds of never-processed changes. ``consumer_auto_offset_reset`` is
+    "earliest", so the beginning is where such a partition must start. Changelogs are left
+    alone: table recovery positions them itself.
+    """
+    committed = await _original_seek_to_committed(self)
+    uncommitted = [
+        ensure_aiokafka_TP(tp)
+        for tp, offset in committed.items()
+        if (offset is None or offset <= 0) and self.app.topics.acks_enabled_for(tp.topic)
+    ]
+    if uncommitted:
+        await self._thread.seek_to_beginning(*uncommitted)
+    return committed
+
+
 def apply() -> None:
+    ThreadDelegateConsumer.seek_to_committed = _seek_to_committed_or_beginning  # type: ignore[method-assign]
     KafkaProducer.send = _send_watching_delivery  # type: ignore[method-assign]
     KafkaProducer.flush = _flush_then_refuse_to_commit  # type: ignore[method-assign]
     Consumer.__init__ = _consumer_init_with_seek_serials  # type: ignore[method-assign]
