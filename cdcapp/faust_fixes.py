@@ -137,10 +137,13 @@ async def _drain_messages_keeping_seeks(self: Consumer, fetcher: Any) -> None:
     def stopping() -> bool:
         return self._stopped.is_set() or fetcher._stopped.is_set()
 
+    def seeked_since_fetch(tp: Any) -> bool:
+        return read_offsets.serial.get(tp) != serial_at_fetch.get(tp)
+
     try:
         while not stopping():
             self.diag.set_flag(CONSUMER_FETCHING)
-            serial_at_fetch = dict(read_offsets.serial)
+            serial_at_fetch: dict[Any, int] = dict(read_offsets.serial)
             overtaken: set[Any] = set()
             batch = self.getmany(timeout=1.0)
             await self.sleep(0)  # getmany can return at once many times in a row
@@ -151,7 +154,7 @@ async def _drain_messages_keeping_seeks(self: Consumer, fetcher: Any) -> None:
                 if delivered_since_yield > 100:
                     await asyncio.sleep(0)
                     delivered_since_yield = 0
-                if read_offsets.serial.get(tp) != serial_at_fetch.get(tp):
+                if seeked_since_fetch(tp):
                     overtaken.add(tp)
                     continue
                 offset = message.offset
@@ -167,10 +170,10 @@ async def _drain_messages_keeping_seeks(self: Consumer, fetcher: Any) -> None:
                     self._n_acked = 0
                     await self.commit()
                 await self.wait_first(self.callback(message), self.suspend_flow.wait())
-                if read_offsets.serial.get(tp) == serial_at_fetch.get(tp):
-                    read_offsets.delivered(tp, offset)
-                else:
+                if seeked_since_fetch(tp):
                     overtaken.add(tp)
+                else:
+                    read_offsets.delivered(tp, offset)
             self.diag.unset_flag(CONSUMER_FETCHING)
             await _seek_again(self, overtaken)
     except self.consumer_stopped_errors:

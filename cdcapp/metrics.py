@@ -28,6 +28,7 @@ END_TO_END_LAG = Histogram(
 )
 STALE_DELIVERIES = Counter(
     "cdcapp_rebalance_stale_deliveries_total",
-    "Messages of an older consumer generation kept from counting as processed (see faust_fixes).",
+    "Deliveries a rebalance overtook: withheld and re-read (seeked_again), or acked without commit credit "
+    "(ack_without_credit); see faust_fixes.",
     ["action"], registry=REGISTRY,
 )
