@@ -10,13 +10,14 @@ from pathlib import Path
 
 import typer
 
+from cdcapp.sources.sqlite.triggers import DEFAULT_TABLES
 from cdcapp.stack.cli import stack_app
 
-app = typer.Typer(no_args_is_help=True, help="Change-data-capture from OLTP databases into ClickHouse.")
-app.add_typer(stack_app, name="stack")
+cli = typer.Typer(no_args_is_help=True, help="Change-data-capture from OLTP databases into ClickHouse.")
+cli.add_typer(stack_app, name="stack")
 
 capture_app = typer.Typer(no_args_is_help=True, help="Capture changes from sources that have no Debezium connector.")
-app.add_typer(capture_app, name="capture")
+cli.add_typer(capture_app, name="capture")
 
 
 @capture_app.command("sqlite")
@@ -24,21 +25,21 @@ def capture_sqlite(
     db: Path = typer.Option(..., "--db", help="The SQLite database file."),
     uninstall: bool = typer.Option(False, "--uninstall", help="Drop the triggers, change log and state, then exit."),
     source_id: str = typer.Option("sqlite", "--source-id", help="source.name in the events."),
-    tables: str = typer.Option("customers,products,orders,order_items", "--tables", help="Comma-separated tables."),
+    tables: str = typer.Option(",".join(DEFAULT_TABLES), "--tables", help="Comma-separated tables."),
     poll_ms: int = typer.Option(100, "--poll-ms", min=1, help="Poll interval of the change log when idle."),
     batch: int = typer.Option(1000, "--batch", min=1, help="Change-log rows per Kafka round trip."),
 ) -> None:
     """Install trigger capture on a SQLite database and relay its changes to Kafka until stopped."""
     from cdcapp.config import get_settings
-    from cdcapp.sources import sqlite_capture
+    from cdcapp.sources import sqlite
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if uninstall:
-            sqlite_capture.uninstall(db)
+            sqlite.uninstall(db)
             return
-        sqlite_capture.install(db, [t.strip() for t in tables.split(",") if t.strip()])
-    except sqlite_capture.CaptureError as e:
+        sqlite.install(db, [t.strip() for t in tables.split(",") if t.strip()])
+    except sqlite.CaptureError as e:
         typer.secho(str(e), fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
 
@@ -47,7 +48,7 @@ def capture_sqlite(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await sqlite_capture.run_relay(
+        await sqlite.run_relay(
             db, get_settings(), source_id, stop, poll_interval=poll_ms / 1000, batch_size=batch
         )
 
@@ -60,7 +61,7 @@ class SourceKind(str, Enum):
     sqlite = "sqlite"
 
 
-@app.command()
+@cli.command()
 def generate(
     source: SourceKind = typer.Option(..., "--source", help="Database to write to."),
     db: Path | None = typer.Option(None, "--db", help="SQLite database file (created if missing)."),
@@ -71,21 +72,27 @@ def generate(
 ) -> None:
     """Run the e-commerce workload against an OLTP source."""
     from cdcapp.config import get_settings
-    from cdcapp.sources.connections import connect, ensure_schema
-    from cdcapp.sources.generator import print_stats, run_workload
+    from cdcapp.sources.connections import connect, create_oltp_schema
+    from cdcapp.tools.console import WorkloadProgress, print_stats
+    from cdcapp.tools.workload import run_workload
 
     if source is SourceKind.sqlite and db is None:
         raise typer.BadParameter("--db is required for --source sqlite", param_hint="--db")
     conn = connect(source.value, get_settings(), db)
     try:
-        ensure_schema(source.value, conn)
-        stats = run_workload(conn, source.value, rate=rate, duration=duration, changes=changes, seed=seed)
+        create_oltp_schema(source.value, conn)
+        with WorkloadProgress(changes, duration) as progress:
+            stats = run_workload(
+                conn, source.value, rate=rate, duration=duration, changes=changes, seed=seed,
+                on_progress=progress.update,
+            )
+            progress.finish(stats)
     finally:
         conn.close()
     print_stats(stats)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@cli.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def worker(ctx: typer.Context) -> None:
     """Run a pipeline worker (the same as ``faust -A cdcapp.app worker``; extra options go to Faust).
 
@@ -99,7 +106,7 @@ def worker(ctx: typer.Context) -> None:
     faust_app.main()
 
 
-@app.command()
+@cli.command()
 def verify(
     source: SourceKind = typer.Option(..., "--source", help="The OLTP database to compare with."),
     source_id: str | None = typer.Option(None, "--source-id", help="_source in ClickHouse (default: --source)."),
@@ -109,9 +116,9 @@ def verify(
 ) -> None:
     """Ground-truth check: ClickHouse *_current views equal the OLTP join, row for row (exit 0)."""
     from cdcapp.config import get_settings
-    from cdcapp.spec import load_spec
-    from cdcapp.verify import Report
-    from cdcapp.verify import verify as run_verify
+    from cdcapp.model.spec import load_spec
+    from cdcapp.tools.verify import Report
+    from cdcapp.tools.verify import verify as run_verify
 
     settings = get_settings()
 
@@ -126,7 +133,7 @@ def verify(
     raise typer.Exit(0 if report.equal else 1)
 
 
-@app.command()
+@cli.command()
 def demo(
     changes: int = typer.Option(3000, "--changes", min=1, help="Row changes the workload makes."),
     seed: int = typer.Option(1, "--seed"),
@@ -136,14 +143,39 @@ def demo(
     from rich.console import Console
 
     from cdcapp.config import get_settings
-    from cdcapp.demo import run_demo
+    from cdcapp.tools.demo import run_demo
 
     equal = run_demo(get_settings(), changes, seed, settle, Console())
     raise typer.Exit(0 if equal else 1)
 
 
+@cli.command()
+def bench(
+    parts: str = typer.Option("drain,freshness,load", "--parts", help="Comma-separated: drain, freshness, load."),
+    changes: int = typer.Option(200_000, "--changes", min=1000, help="Source changes queued for the drain."),
+    rates: str = typer.Option("500,1000,2000", "--rates", help="Freshness: generator rates in changes/s."),
+    freshness_s: float = typer.Option(60.0, "--freshness-seconds", min=5, help="Freshness: seconds per rate."),
+    load_items: int = typer.Option(1_000_000, "--load-items", min=1000, help="Initial load: order items."),
+    hot_items: int = typer.Option(200_000, "--hot-items", min=1, help="Fan-out: items of the renamed product."),
+    out: Path | None = typer.Option(None, "--out", help="JSON result file (default <state>/bench/...)."),
+) -> None:
+    """Measure throughput, freshness and footprint on the local stack (docs/performance.md)."""
+    from rich.console import Console
+
+    from cdcapp.config import get_settings
+    from cdcapp.tools.bench.run import PARTS, Options, run_bench
+
+    chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
+    unknown = set(chosen) - set(PARTS)
+    if unknown:
+        raise typer.BadParameter(f"unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
+    options = Options(chosen, changes, tuple(float(r) for r in rates.split(",")), freshness_s, load_items,
+                      min(hot_items, load_items), out=out)
+    run_bench(get_settings(), options, Console())
+
+
 def main() -> None:
-    app()
+    cli()
 
 
 if __name__ == "__main__":

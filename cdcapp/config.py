@@ -50,21 +50,25 @@ class Settings(BaseSettings):
     flush_interval_ms: int = Field(default=500, ge=1, description="...or when its oldest row is this old.")
     sink_retry_max_s: float = Field(default=30.0, description="Longest backoff between ClickHouse retries.")
 
-    # --- Native stack ports (127.0.0.1) ---------------------------------------------
-    pg_port: int = 15432
-    pg_user: str = "postgres"
-    pg_password: str = "postgres"
-    pg_db: str = "oltp_db"
-    mariadb_port: int = 13306
-    mariadb_user: str = "cdc"
-    mariadb_password: str = "cdc"
-    mariadb_db: str = "oltp_db"
-    kafka_port: int = 19092
-    kafka_controller_port: int = 19093
-    connect_port: int = 18083
-    clickhouse_port: int = 19000
-    clickhouse_http_port: int = 18123
-    clickhouse_db: str = "olap_db"
+    # --- Sources (verify, generate and the demo connect to them; the connector configs use them)
+    pg_host: str = Field(default="127.0.0.1", description="PostgreSQL host.")
+    pg_port: int = Field(default=15432, description="PostgreSQL port (the native stack's).")
+    pg_user: str = Field(default="postgres", description="PostgreSQL user.")
+    pg_password: str = Field(default="postgres", description="PostgreSQL password (a local-only default).")
+    pg_db: str = Field(default="oltp_db", description="PostgreSQL database.")
+    mariadb_host: str = Field(default="127.0.0.1", description="MariaDB/MySQL host.")
+    mariadb_port: int = Field(default=13306, description="MariaDB/MySQL port (the native stack's).")
+    mariadb_user: str = Field(default="cdc", description="MariaDB/MySQL user.")
+    mariadb_password: str = Field(default="cdc", description="MariaDB/MySQL password (a local-only default).")
+    mariadb_db: str = Field(default="oltp_db", description="MariaDB/MySQL database.")
+
+    # --- Native stack (``cdcapp stack``): its services listen on 127.0.0.1 ---------------
+    kafka_port: int = Field(default=19092, description="Kafka broker port.")
+    kafka_controller_port: int = Field(default=19093, description="Kafka KRaft controller port.")
+    connect_port: int = Field(default=18083, description="Kafka Connect REST port.")
+    clickhouse_port: int = Field(default=19000, description="ClickHouse server native-protocol port.")
+    clickhouse_http_port: int = Field(default=18123, description="ClickHouse server HTTP port.")
+    clickhouse_db: str = Field(default="olap_db", description="ClickHouse database the demo and tests use.")
 
     @property
     def state_path(self) -> Path:

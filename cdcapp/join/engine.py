@@ -20,8 +20,8 @@ it arrives in order; nothing else is assumed about ordering across topics. Re-de
 changes (same position) re-emit everything they caused, so at-least-once delivery after a crash
 cannot leave a message lost between the changelog write and the producer flush.
 
-This module is pure: messages in, new state and outputs out. ``cdcapp.app`` is the only place
-that touches Kafka and Faust.
+This module is pure: messages in, new state and outputs out (the wire format is
+``cdcapp.model.messages``); ``cdcapp.runtime`` runs it over Kafka and Faust tables.
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from cdcapp.chtypes import ColumnType, parse_type
-from cdcapp.spec import KEY_SEPARATOR, Spec, compile_measure, entity_key
+from cdcapp.model import messages
+from cdcapp.model.messages import UNAVAILABLE_MARK, SinkRow, entity_key, source_of
+from cdcapp.model.spec import Spec, compile_measure
+from cdcapp.model.types import ColumnType, parse_type
 
-UNAVAILABLE_MARK = "__debezium_unavailable_value"
 NO_VERSION = -1
 
 State = dict[str, Any]
@@ -48,30 +49,12 @@ class Send:
     message: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class SinkRow:
-    """A row for a ClickHouse table, already carrying ``_source``, ``_version`` and ``_is_deleted``."""
-
-    table: str
-    key: str
-    row: dict[str, Any]
-    ts_ms: int
-
-
 @dataclass(slots=True)
 class Result:
     state: State | None
     subscribers: Subscribers
     outputs: list[Send | SinkRow] = field(default_factory=list)
     outcome: str = "applied"  # applied | duplicate | stale
-
-
-def change_message(op: str, row: dict[str, Any] | None, pos: int, ts_ms: int) -> dict[str, Any]:
-    return {"t": "chg", "op": op, "row": row, "pos": pos, "ts": ts_ms}
-
-
-def source_of(key: str) -> str:
-    return key.split(KEY_SEPARATOR, 1)[0]
 
 
 class _FactShape:
@@ -192,7 +175,7 @@ class EntityStage:
         ]
 
     def _subscription(self, kind: str, ref_name: str, key: str, ts: int) -> dict[str, Any]:
-        return {"t": kind, "c": self.entity, "r": ref_name, "k": key, "ts": ts}
+        return messages.subscription(kind, self.entity, ref_name, key, ts)
 
     # ---------------------------------------------------------------- parents
     def _on_info(self, key: str, msg: dict[str, Any], state: State | None, subs: Subscribers) -> Result:
@@ -214,7 +197,7 @@ class EntityStage:
             members.append(msg["k"])
         view = self.view(state)
         version = state["v"] if state else NO_VERSION
-        reply = Send(msg["c"], msg["k"], _info(msg["r"], key, view, version, msg["ts"]))
+        reply = Send(msg["c"], msg["k"], messages.info(msg["r"], key, view, version, msg["ts"]))
         return Result(state, subs, [reply])
 
     def _on_unsubscribe(self, msg: dict[str, Any], state: State | None, subs: Subscribers) -> Result:
@@ -244,7 +227,7 @@ class EntityStage:
         if view is not None or state["view_live"] or force:
             for child, ref_name in self.children:
                 for child_key in subs.get(f"{child}.{ref_name}", ()):
-                    outputs.append(Send(child, child_key, _info(ref_name, key, view, state["v"], ts)))
+                    outputs.append(Send(child, child_key, messages.info(ref_name, key, view, state["v"], ts)))
         state["view_live"] = view is not None
         source = source_of(key)
         for fact in self.facts:
@@ -265,10 +248,6 @@ class EntityStage:
         row = {c: _or_default(image.get(c), t) for c, t in self.column_types.items()}
         row.update(_source=source_of(key), _version=state["pos"], _is_deleted=0 if state["live"] else 1)
         return [SinkRow(table, key, row, ts) for table in self.dimensions]
-
-
-def _info(ref: str, parent_key: str, view: dict[str, Any] | None, version: int, ts: int) -> dict[str, Any]:
-    return {"t": "info", "r": ref, "p": parent_key, "view": view, "v": version, "ts": ts}
 
 
 def _or_default(value: Any, column_type: ColumnType) -> Any:

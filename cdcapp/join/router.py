@@ -1,6 +1,6 @@
 """Runs every entity stage of a spec over in-memory partitioned queues.
 
-The same stages that the Faust agents run, wired without Kafka: a message sent to a stage goes
+The same stages and the same ``apply`` that the Faust agents run, wired without Kafka: a message sent to a stage goes
 to the queue of the partition its key hashes to, and each partition is FIFO, as in Kafka. Used by
 the property tests (random interleavings); the Faust app wires the stages to real topics.
 """
@@ -12,8 +12,10 @@ import zlib
 from collections import deque
 from typing import Any, Iterable
 
-from cdcapp.join.engine import EntityStage, Send, SinkRow, State, Subscribers
-from cdcapp.spec import Spec
+from cdcapp.join.apply import BytesStageStore, apply
+from cdcapp.join.engine import EntityStage, Send
+from cdcapp.model.messages import SinkRow
+from cdcapp.model.spec import Spec
 
 
 class LocalRouter:
@@ -22,8 +24,7 @@ class LocalRouter:
         self.partitions = partitions
         self.rng = rng or random.Random(0)
         self.queues: dict[tuple[str, int], deque[tuple[str, str, dict[str, Any]]]] = {}
-        self.states: dict[tuple[str, str], State] = {}
-        self.subscribers: dict[tuple[str, str], Subscribers] = {}
+        self.stores = {name: BytesStageStore({}, {}) for name in spec.entities}
         self.sink: list[SinkRow] = []
 
     def send(self, entity: str, key: str, message: dict[str, Any]) -> None:
@@ -43,12 +44,7 @@ class LocalRouter:
             pass
 
     def _process(self, entity: str, key: str, message: dict[str, Any]) -> None:
-        stage = self.stages[entity]
-        result = stage.process(key, message, self.states.get((entity, key)), self.subscribers.get((entity, key), {}))
-        if result.state is not None:
-            self.states[(entity, key)] = result.state
-        self.subscribers[(entity, key)] = result.subscribers
-        self._dispatch(result.outputs)
+        self._dispatch(apply(self.stages[entity], self.stores[entity], key, message).outputs)
 
     def _dispatch(self, outputs: Iterable[Send | SinkRow]) -> None:
         for out in outputs:

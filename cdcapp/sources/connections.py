@@ -28,7 +28,7 @@ def connect(kind: Kind, settings: Settings, sqlite_path: Path | None = None) -> 
         import psycopg
 
         return psycopg.connect(
-            host="127.0.0.1",
+            host=settings.pg_host,
             port=settings.pg_port,
             dbname=settings.pg_db,
             user=settings.pg_user,
@@ -38,7 +38,7 @@ def connect(kind: Kind, settings: Settings, sqlite_path: Path | None = None) -> 
         import pymysql
 
         return pymysql.connect(
-            host="127.0.0.1",
+            host=settings.mariadb_host,
             port=settings.mariadb_port,
             user=settings.mariadb_user,
             password=settings.mariadb_password,
@@ -69,13 +69,21 @@ def connect_sqlite(path: Path, *, check_same_thread: bool = True) -> sqlite3.Con
     return conn
 
 
-def schema_sql(kind: Kind) -> str | None:
-    """The schema script shipped in ``cdcapp/sources/schema/<kind>.sql``, if there is one."""
+def schema_sql(kind: Kind) -> str:
+    """The schema script shipped in ``cdcapp/sources/schema/<kind>.sql``."""
     res = resources.files("cdcapp.sources").joinpath("schema", f"{kind}.sql")
-    return res.read_text(encoding="utf-8") if res.is_file() else None
+    if not res.is_file():
+        raise FileNotFoundError(f"no schema script for {kind}")
+    return res.read_text(encoding="utf-8")
 
 
-def ensure_schema(kind: Kind, conn: Any) -> None:
+def split_statements(script: str) -> list[str]:
+    """Split a plain DDL script on ``;`` (the shipped schema scripts have no procedures or strings with ``;``)."""
+    lines = [line for line in script.splitlines() if not line.lstrip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def create_oltp_schema(kind: Kind, conn: Any) -> None:
     """Create the OLTP tables if they are missing.
 
     The SQLite script is idempotent and always applied. The PostgreSQL and MariaDB schemas
@@ -83,15 +91,13 @@ def ensure_schema(kind: Kind, conn: Any) -> None:
     that has no ``customers`` table yet, so this never runs DDL against a live schema.
     """
     script = schema_sql(kind)
-    if script is None:
-        raise FileNotFoundError(f"no schema script for {kind}")
     if kind == "sqlite":
         conn.executescript(script)
         return
     if _has_table(kind, conn, "customers"):
         return
     with conn.cursor() as cur:
-        for statement in _statements(script):
+        for statement in split_statements(script):
             cur.execute(statement)
     conn.commit()
 
@@ -106,12 +112,6 @@ def _has_table(kind: Kind, conn: Any, table: str) -> bool:
         found = cur.fetchone() is not None
     conn.commit()
     return found
-
-
-def _statements(script: str) -> list[str]:
-    """Split a plain DDL script on ``;`` (the stack's scripts have no procedures or strings with ``;``)."""
-    lines = [line for line in script.splitlines() if not line.lstrip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
 @contextmanager

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clickhouse_driver import Client
-from clickhouse_driver.errors import Error as ClickHouseError
-
+from cdcapp.clickhouse.client import Target, open_target
 from cdcapp.stack.base import HOST, Echo, ProbeFailed, ProcessService, quiet
 
 CONFIG = """<?xml version="1.0"?>
@@ -102,24 +100,26 @@ class ClickHouse(ProcessService):
     def command(self) -> list[str]:
         return ["clickhouse-server", f"--config-file={self.config_path}"]
 
-    def client(self) -> Client:
-        return Client(HOST, port=self.settings.clickhouse_port, connect_timeout=3, send_receive_timeout=10)
+    def client(self) -> Target:
+        return open_target(f"clickhouse://default@{HOST}:{self.settings.clickhouse_port}", self.settings.clickhouse_db)
 
     def probe(self) -> None:
         client = self.client()
         try:
             with quiet("clickhouse_driver"):
-                answer = client.execute("SELECT 1")
-            if answer != [(1,)]:
+                answer = client.query("SELECT 1")
+            if answer != [[1]]:
                 raise ProbeFailed("SELECT 1 answered wrongly")
-        except (ClickHouseError, OSError, EOFError) as e:
+        except ProbeFailed:
+            raise
+        except Exception as e:  # noqa: BLE001 - any failure of the driver means "not up (yet)"
             raise ProbeFailed(str(e)) from e
         finally:
-            client.disconnect()
+            client.close()
 
     def after_ready(self, echo: Echo) -> None:
         client = self.client()
         try:
             client.execute(f"CREATE DATABASE IF NOT EXISTS {self.settings.clickhouse_db}")
         finally:
-            client.disconnect()
+            client.close()

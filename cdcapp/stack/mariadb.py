@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pymysql
 
+from cdcapp.sources.connections import schema_sql, split_statements
 from cdcapp.stack.base import HOST, Echo, ProbeFailed, ProcessService, StackError
-from cdcapp.stack.postgres import check_reachable_by, schema_sql
+from cdcapp.stack.postgres import check_reachable_by
 
 # What Debezium's MariaDB connector needs: snapshot reads and locks, binlog streaming and the binlog
 # status statements (REPLICATION CLIENT is 10.5+'s alias of BINLOG MONITOR, named for the docs).
@@ -17,11 +18,6 @@ CDC_PRIVILEGES = (
     "SELECT, RELOAD, SHOW DATABASES, LOCK TABLES, REPLICATION SLAVE, REPLICATION CLIENT, "
     "BINLOG MONITOR, REPLICATION MASTER ADMIN"
 )
-
-
-def split_statements(sql: str) -> list[str]:
-    body = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
-    return [s.strip() for s in body.split(";") if s.strip()]
 
 
 class MariaDB(ProcessService):

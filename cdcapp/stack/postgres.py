@@ -5,18 +5,14 @@ from __future__ import annotations
 import signal
 import subprocess
 import tempfile
-from importlib.resources import files
 from pathlib import Path
 
 import psycopg
 
+from cdcapp.sources.connections import schema_sql
 from cdcapp.stack.base import HOST, Echo, ProbeFailed, ProcessService, StackError
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-def schema_sql(source: str) -> str:
-    return files("cdcapp.sources").joinpath(f"schema/{source}.sql").read_text()
 
 
 def check_reachable_by(user: str, path: Path) -> None:

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from cdcapp.config import Settings
-from cdcapp.sources.connections import connect, ensure_schema
-from cdcapp.sources.generator import run_workload
-from cdcapp.worker_process import WorkerProcess
-from tests.integration.pipeline_support import Pipeline
+from cdcapp.sources.connections import connect, create_oltp_schema
+from cdcapp.tools.workload import run_workload
+from cdcapp.tools.worker_process import WorkerProcess
+from cdcapp.tools.pipeline import Pipeline
 
 pytestmark = pytest.mark.stack
 
@@ -32,7 +32,7 @@ CHANGES = 10_000
 def workload(settings: Settings, kind: str, seed: int, changes: int = CHANGES) -> None:
     conn = connect(kind, settings)  # type: ignore[arg-type]
     try:
-        stats = run_workload(conn, kind, rate=0, changes=changes, seed=seed, progress=False)
+        stats = run_workload(conn, kind, rate=0, changes=changes, seed=seed)
     finally:
         conn.close()
     assert stats.changes >= changes
@@ -119,7 +119,7 @@ def test_sqlite_trigger_capture_equals_the_oltp_join(server_pipeline: Pipeline, 
     db = tmp_path / "shop.db"
     source_id = f"sqlite-{server_pipeline.settings.app_id}"
     conn = connect("sqlite", server_pipeline.settings, db)
-    ensure_schema("sqlite", conn)
+    create_oltp_schema("sqlite", conn)
     conn.close()
     relay = subprocess.Popen(
         [sys.executable, "-m", "cdcapp.cli", "capture", "sqlite", "--db", str(db), "--source-id", source_id],
@@ -128,7 +128,7 @@ def test_sqlite_trigger_capture_equals_the_oltp_join(server_pipeline: Pipeline, 
     try:
         conn = connect("sqlite", server_pipeline.settings, db)
         try:
-            stats = run_workload(conn, "sqlite", rate=0, changes=CHANGES, seed=5, progress=False)
+            stats = run_workload(conn, "sqlite", rate=0, changes=CHANGES, seed=5)
         finally:
             conn.close()
         assert stats.changes >= CHANGES

@@ -26,10 +26,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from cdcapp.config import Settings
-from cdcapp.decode import decode
-from cdcapp.sources import sqlite_capture as cap
-from cdcapp.sources.connections import connect_sqlite, ensure_schema
-from cdcapp.sources.generator import run_workload
+from cdcapp.debezium.decode import decode
+from cdcapp.sources import sqlite as cap
+from cdcapp.sources.connections import connect_sqlite, create_oltp_schema
+from cdcapp.tools.workload import run_workload
 
 pytestmark = pytest.mark.stack
 
@@ -40,7 +40,7 @@ def new_db(tmp_path: Path, label: str) -> tuple[Path, str]:
     tag = uuid.uuid4().hex[:10]
     db = tmp_path / f"{label}-{tag}.db"
     conn = connect_sqlite(db)
-    ensure_schema("sqlite", conn)
+    create_oltp_schema("sqlite", conn)
     conn.close()
     return db, f"it-{label}-{tag}"
 
@@ -193,9 +193,7 @@ class Workload(threading.Thread):
             for round_ in itertools.count():
                 if self._stop_requested.is_set():
                     break
-                stats = run_workload(
-                    conn, "sqlite", rate=self.rate, duration=0.5, seed=self.seed + round_, progress=False
-                )
+                stats = run_workload(conn, "sqlite", rate=self.rate, duration=0.5, seed=self.seed + round_)
                 self.changes += stats.changes
                 self.errors += stats.errors
         except BaseException as exc:  # reported by the test thread
@@ -274,7 +272,7 @@ def test_sigkilled_relay_loses_nothing(stack: Settings, tmp_path: Path):
     db, source_id = new_db(tmp_path, "kill")
     log_path = tmp_path / "relay.log"
     conn = connect_sqlite(db)
-    run_workload(conn, "sqlite", rate=0, changes=20_000, seed=11, progress=False)
+    run_workload(conn, "sqlite", rate=0, changes=20_000, seed=11)
     conn.close()
 
     app = Workload(db, rate=2000, seed=12)

@@ -1,26 +1,30 @@
-"""Unit tests run without any service: Faust agents on the memory store, test contexts only.
-
-``cdcapp.app`` reads its settings once, at import: it is imported here under a memory store and
-an unreachable ClickHouse, and the environment and the settings cache are restored at once, so
-that tests of the real stack (and the workers they start) never inherit these values.
-"""
+"""Unit tests run without any service: network sockets are blocked (pytest-socket), and the Faust
+app is built explicitly from unit settings (memory store, an unreachable ClickHouse)."""
 
 from __future__ import annotations
 
-import os
+from pathlib import Path
 
-from cdcapp.config import get_settings
+import pytest
+from pytest_socket import disable_socket
 
-_UNIT_ENV = {"CDCAPP_STORE": "memory://", "CDCAPP_CLICKHOUSE_URL": "clickhouse://default@127.0.0.1:1/olap_db"}
-_saved = {name: os.environ.get(name) for name in _UNIT_ENV}
-os.environ.update(_UNIT_ENV)
-get_settings.cache_clear()
-try:
-    import cdcapp.app  # noqa: E402,F401 - built once, with the unit-test settings
-finally:
-    for name, value in _saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    get_settings.cache_clear()
+from cdcapp.config import Settings
+from cdcapp.runtime.app import CdcApp, create_app
+
+
+def pytest_runtest_setup() -> None:
+    # asyncio's event loop wakes itself through a Unix socket pair.
+    disable_socket(allow_unix_socket=True)
+
+
+def unit_settings(state_dir: Path) -> Settings:
+    return Settings(
+        _env_file=None, app_id="cdcapp-unit", store="memory://", state_dir=state_dir,
+        clickhouse_url="clickhouse://default@127.0.0.1:1/olap_db", internal_topic_prefix="cdcapp",
+        source_topic_prefix="oltp", partitions=4,
+    )
+
+
+@pytest.fixture(scope="session")
+def cdc_app(tmp_path_factory: pytest.TempPathFactory) -> CdcApp:
+    return create_app(unit_settings(tmp_path_factory.mktemp("state")))

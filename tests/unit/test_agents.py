@@ -11,27 +11,28 @@ from typing import Any
 import orjson
 import pytest
 
-from cdcapp import app as cdc
+from cdcapp.runtime.app import CdcApp
 
 
 class Captured:
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, app: CdcApp, monkeypatch: pytest.MonkeyPatch) -> None:
         self.sent: list[tuple[str, bytes, Any]] = []
+        topics = app.pipeline.topics
 
         async def send(topic: str, key: bytes, value: bytes) -> None:
             self.sent.append((topic, key, orjson.loads(value)))
 
         async def send_dead_letter(*, key: bytes, value: bytes, **_: Any) -> None:
-            await send(cdc.topics.dlq.get_topic_name(), key, value)
+            await send(topics.dlq.get_topic_name(), key, value)
 
-        monkeypatch.setattr(cdc.topics, "send", send)
-        monkeypatch.setattr(cdc.topics.dlq, "send", send_dead_letter)
+        monkeypatch.setattr(topics, "send", send)
+        monkeypatch.setattr(topics.dlq, "send", send_dead_letter)
 
 
 @pytest.fixture()
-def captured(monkeypatch: pytest.MonkeyPatch) -> Captured:
-    capture = Captured(monkeypatch)
-    cdc.app.flow_control.resume()
+def captured(cdc_app: CdcApp, monkeypatch: pytest.MonkeyPatch) -> Captured:
+    capture = Captured(cdc_app, monkeypatch)
+    cdc_app.flow_control.resume()
     return capture
 
 
@@ -47,8 +48,8 @@ CUSTOMER = {"id": 7, "email": "a@b", "name": "Ann", "country": "FR", "city": "Ly
             "created_at": "2024-01-01T00:00:00Z"}
 
 
-async def test_ingest_rekeys_a_debezium_change_onto_the_stage_topic(captured: Captured) -> None:
-    agent = cdc.app.agents["cdcapp.ingest.customers"]
+async def test_ingest_rekeys_a_debezium_change_onto_the_stage_topic(cdc_app: CdcApp, captured: Captured) -> None:
+    agent = cdc_app.agents["cdcapp.ingest.customers"]
     async with agent.test_context() as context:
         await context.put(key=b'{"id":7}', value=debezium_customer("c", CUSTOMER, 4242))
     (topic, key, message), = captured.sent
@@ -58,8 +59,8 @@ async def test_ingest_rekeys_a_debezium_change_onto_the_stage_topic(captured: Ca
                        "row": {**CUSTOMER, "created_at": "2024-01-01 00:00:00"}}
 
 
-async def test_ingest_skips_tombstones_and_dead_letters_garbage(captured: Captured) -> None:
-    agent = cdc.app.agents["cdcapp.ingest.customers"]
+async def test_ingest_skips_tombstones_and_dead_letters_garbage(cdc_app: CdcApp, captured: Captured) -> None:
+    agent = cdc_app.agents["cdcapp.ingest.customers"]
     async with agent.test_context() as context:
         await context.put(key=b'{"id":7}', value=None)
         await context.put(key=b'{"id":7}', value=b"{not json")
@@ -70,8 +71,8 @@ async def test_ingest_skips_tombstones_and_dead_letters_garbage(captured: Captur
     assert base64.b64decode(letter["value_b64"]) == b"{not json"
 
 
-async def test_stage_stores_state_emits_the_dimension_and_drops_stale_changes(captured: Captured) -> None:
-    agent = cdc.app.agents["cdcapp.stage.customers"]
+async def test_stage_stores_state_emits_the_dimension_and_drops_stale_changes(cdc_app: CdcApp, captured: Captured) -> None:
+    agent = cdc_app.agents["cdcapp.stage.customers"]
     row = {**CUSTOMER, "created_at": "2024-01-01 00:00:00"}
     async with agent.test_context() as context:
         await context.put(key=b"postgres|7", value=orjson.dumps({"t": "chg", "op": "c", "row": row, "pos": 10, "ts": 1}))
@@ -82,12 +83,12 @@ async def test_stage_stores_state_emits_the_dimension_and_drops_stale_changes(ca
     assert sink_rows[0]["table"] == "dim_customer"
     assert sink_rows[0]["row"]["city"] == "Lyon"
     assert sink_rows[0]["row"]["_version"] == 10
-    state = orjson.loads(cdc.stage_tables["customers"].state[b"postgres|7"])
+    state = orjson.loads(cdc_app.pipeline.stage_tables["customers"].state[b"postgres|7"])
     assert state["pos"] == 10 and state["row"]["city"] == "Lyon"
 
 
-async def test_a_subscription_is_answered_with_the_parent_view(captured: Captured) -> None:
-    agent = cdc.app.agents["cdcapp.stage.products"]
+async def test_a_subscription_is_answered_with_the_parent_view(cdc_app: CdcApp, captured: Captured) -> None:
+    agent = cdc_app.agents["cdcapp.stage.products"]
     product = {"id": 3, "name": "Lamp", "category": "home", "price": "9.90", "created_at": "2024-01-01 00:00:00"}
     async with agent.test_context() as context:
         await context.put(key=b"postgres|3", value=orjson.dumps({"t": "chg", "op": "c", "row": product, "pos": 1, "ts": 1}))
@@ -96,5 +97,5 @@ async def test_a_subscription_is_answered_with_the_parent_view(captured: Capture
     replies = [(k, m) for t, k, m in captured.sent if t == "cdcapp.stage.order_items"]
     assert replies == [(b"postgres|11", {"t": "info", "r": "product", "p": "postgres|3",
                                          "view": {"row": product, "refs": {}}, "v": 1, "ts": 2})]
-    assert orjson.loads(cdc.stage_tables["products"].subscribers[b"postgres|3"]) == {
+    assert orjson.loads(cdc_app.pipeline.stage_tables["products"].subscribers[b"postgres|3"]) == {
         "order_items.product": ["postgres|11"]}

@@ -1,4 +1,4 @@
-"""Unit tests for cdcapp.decode: Debezium 3.x JsonConverter envelopes -> Change."""
+"""Unit tests for cdcapp.debezium.decode: Debezium 3.x JsonConverter envelopes -> Change."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import json
 import pickle
+import re
 import uuid
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
@@ -19,29 +20,44 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cdcapp.decode import UNAVAILABLE, Change, DecodeError, decode
+from cdcapp.debezium.connect import hint_reader
+from cdcapp.debezium.decode import UNAVAILABLE, Change, DecodeError, decode
+from cdcapp.model.types import ColumnType, TypeSpecError, parse_type
 
 FIXTURES = Path(__file__).parent / "fixtures" / "debezium"
 EPOCH = datetime(1970, 1, 1)
 
+
+def typed(types: dict[str, str]) -> dict[str, ColumnType]:
+    """``columns`` for :func:`decode` from spec type strings."""
+    return {name: parse_type(type_name) for name, type_name in types.items()}
+
+
+def seconds(moment: datetime) -> str:
+    """The canonical DateTime spelling, written independently of cdcapp.model.types."""
+    return moment.replace(microsecond=0).isoformat(sep=" ")
+
+
 PG_TYPES = {
     "id": "Int32",
     "customer_id": "Int64",
-    "total": "Decimal(12,2)",
-    "status": "LowCardinality(String)",
+    "total": "Decimal(12, 2)",
+    "status": "String",
     "created_at": "DateTime",
-    "updated_at": "Nullable(DateTime64(6, 'UTC'))",
-    "ship_date": "Nullable(Date)",
+    "updated_at": "DateTime",
+    "ship_date": "Date",
 }
 MY_TYPES = {
     "id": "Int32",
-    "credit_limit": "Nullable(Decimal64(2))",
+    "credit_limit": "Decimal(18, 2)",
     "created_at": "DateTime",
-    "last_login": "DateTime64(6)",
+    "last_login": "DateTime",
     "updated_at": "DateTime",
-    "birth_date": "Date32",
+    "birth_date": "Date",
     "active": "UInt8",
 }
+PG_COLUMNS = typed(PG_TYPES)
+MY_COLUMNS = typed(MY_TYPES)
 
 
 def load(name: str) -> dict[str, Any]:
@@ -130,6 +146,14 @@ PG_AFTER = {
     "tags": ["gift", "rush"],
     "blackout_dates": [date(2024, 6, 2), date(2024, 6, 3)],
 }
+# The same row with PG_COLUMNS: typed columns canonical, the others as without columns.
+PG_CANONICAL = {
+    **PG_AFTER,
+    "total": "1234.50",
+    "created_at": "2024-06-01 12:00:00",
+    "updated_at": "2024-06-01 12:00:00",  # the sub-second part is dropped
+    "ship_date": "2024-06-03",
+}
 
 
 def test_postgres_create_with_schema_converts_every_logical_type():
@@ -150,13 +174,20 @@ def test_postgres_create_with_schema_converts_every_logical_type():
     assert change.after["total"].as_tuple().exponent == -2
 
 
-def test_postgres_create_without_schema_uses_column_types():
-    change = decode(*message(PG, "create", schemas=False), column_types=PG_TYPES)
-    hinted = {name: PG_AFTER[name] for name in ("total", "created_at", "updated_at", "ship_date")}
-    assert {name: change.after[name] for name in hinted} == hinted
-    # Not in column_types: kept exactly as JSON gives it.
+def test_postgres_create_with_schema_and_columns_gives_canonical_values():
+    change = decode(*message(PG, "create"), columns=PG_COLUMNS)
+    assert change == dataclasses.replace(decode(*message(PG, "create")), after=PG_CANONICAL)
+    assert type(change.after["id"]) is int and type(change.key["id"]) is int
+
+
+def test_postgres_create_without_schema_uses_columns():
+    change = decode(*message(PG, "create", schemas=False), columns=PG_COLUMNS)
+    # Typed columns: the same canonical values as when the schema says how they are encoded.
+    assert {name: change.after[name] for name in PG_TYPES} == {name: PG_CANONICAL[name] for name in PG_TYPES}
+    # Not in columns: kept exactly as JSON gives it.
     assert change.after["discount"] == {"scale": 3, "value": "MDk="}
     assert change.after["pickup_time"] == 34215250000
+    assert change.after["blackout_dates"] == [19876, 19877]
     assert change.key == {"id": 1001}
     assert (change.position, change.op, change.snapshot) == (24023184, "c", False)
 
@@ -178,10 +209,21 @@ def test_postgres_update_with_unchanged_toast_placeholders():
     assert change.position == 24031000
 
 
-def test_toast_placeholder_without_schema():
-    change = decode(*message(PG, "update_toast", schemas=False), column_types=PG_TYPES)
+@pytest.mark.parametrize("schemas", [True, False], ids=["schema", "bare"])
+def test_toast_placeholder_with_columns(schemas):
+    # Typed or not, a placeholder column is UNAVAILABLE rather than a canonical value of the text.
+    columns = {**PG_COLUMNS, **typed({"note": "String", "attachment": "String"})}
+    change = decode(*message(PG, "update_toast", schemas=schemas), columns=columns)
     assert change.after["note"] is UNAVAILABLE
+    assert change.after["attachment"] is UNAVAILABLE
     assert change.after["tags"] is UNAVAILABLE
+    assert change.after["total"] == "-2.30"
+    assert change.after["updated_at"] == "2024-06-02 06:15:00"
+    assert change.after["status"] == "shipped"
+    # numeric is TOASTable too: the placeholder in a Decimal column is not read as base64.
+    value = raw_value(PG, "update_toast", schemas=schemas)
+    (value["payload"] if schemas else value)["after"]["total"] = "__debezium_unavailable_value"
+    assert decode(None, orjson.dumps(value), columns=columns).after["total"] is UNAVAILABLE
 
 
 PLACEHOLDER_BYTES = b"__debezium_unavailable_value"
@@ -218,6 +260,16 @@ def test_postgres_delete_has_before_only():
     assert change.before["note"] is None
     assert change.key == {"id": 1001}
     assert change.position == 24040000
+    typed_before = decode(*message(PG, "delete"), columns=PG_COLUMNS).before
+    assert {name: typed_before[name] for name in PG_TYPES} == {
+        "id": 1001,
+        "customer_id": 0,
+        "total": "0.00",
+        "status": "",
+        "created_at": "1970-01-01 00:00:00",
+        "updated_at": None,
+        "ship_date": None,
+    }
 
 
 def test_delete_without_key_message_takes_key_from_before():
@@ -248,15 +300,32 @@ MY_AFTER = {
     "birth_date": date(1959, 1, 1),
     "active": 1,
 }
+MY_CANONICAL = {
+    **MY_AFTER,
+    "credit_limit": "5000.00",
+    "created_at": "2024-06-01 12:00:00",
+    "last_login": "2024-06-01 12:01:00",
+    "updated_at": "2024-06-01 12:01:00",
+    "birth_date": "1959-01-01",
+}
+MY_RAW = MY["events"]["create"]["payload"]["after"]
+# (schemas, columns, the create row, credit_limit after the update)
+MY_FORMS = [
+    (True, None, MY_AFTER, Decimal("-0.01")),
+    (True, MY_COLUMNS, MY_CANONICAL, "-0.01"),
+    (False, MY_COLUMNS, MY_CANONICAL, "-0.01"),
+    (False, None, MY_RAW, "/w=="),
+]
+MY_FORM_IDS = ["schema", "schema-columns", "bare-columns", "bare"]
 
 
 def binlog_position(file_number: int, pos: int, row: int) -> int:
     return file_number << 44 | pos << 12 | row
 
 
-@pytest.mark.parametrize("schemas", [True, False], ids=["schema", "bare"])
-def test_mariadb_create(schemas):
-    change = decode(*message(MY, "create", schemas=schemas), column_types=MY_TYPES)
+@pytest.mark.parametrize(("schemas", "columns", "after"), [f[:3] for f in MY_FORMS], ids=MY_FORM_IDS)
+def test_mariadb_create(schemas, columns, after):
+    change = decode(*message(MY, "create", schemas=schemas), columns=columns)
     assert change == Change(
         source="mariadb",
         connector="mariadb",
@@ -264,21 +333,21 @@ def test_mariadb_create(schemas):
         op="c",
         key={"id": 7},
         before=None,
-        after=MY_AFTER,
+        after=after,
         position=binlog_position(12, 3456, 0),
         source_ts_ms=1717243200000,
         snapshot=False,
     )
 
 
-@pytest.mark.parametrize("schemas", [True, False], ids=["schema", "bare"])
-def test_mariadb_update_and_delete(schemas):
-    update = decode(*message(MY, "update", schemas=schemas), column_types=MY_TYPES)
-    assert update.before == MY_AFTER
-    assert update.after["credit_limit"] == Decimal("-0.01")
+@pytest.mark.parametrize(("schemas", "columns", "row", "credit"), MY_FORMS, ids=MY_FORM_IDS)
+def test_mariadb_update_and_delete(schemas, columns, row, credit):
+    update = decode(*message(MY, "update", schemas=schemas), columns=columns)
+    assert update.before == row
+    assert update.after["credit_limit"] == credit and type(update.after["credit_limit"]) is type(credit)
     assert update.position == binlog_position(12, 8123, 3)
-    delete = decode(*message(MY, "delete", schemas=schemas), column_types=MY_TYPES)
-    assert (delete.op, delete.before, delete.after) == ("d", MY_AFTER, None)
+    delete = decode(*message(MY, "delete", schemas=schemas), columns=columns)
+    assert (delete.op, delete.before, delete.after) == ("d", row, None)
     assert delete.position > update.position
 
 
@@ -312,10 +381,11 @@ def test_binlog_positions_order_by_file_then_pos_then_row():
 # --- keys, extra columns, schema changes ------------------------------------------------------
 
 
-def test_bare_key_is_converted_with_column_types():
+def test_bare_key_is_converted_with_columns():
     value = sqlite_value({"day": 19877, "n": 1})
-    change = decode(b'{"day": 19877}', value, column_types={"day": "Date"})
-    assert change.key == {"day": date(2024, 6, 3)}
+    change = decode(b'{"day": 19877}', value, columns=typed({"day": "Date"}))
+    assert change.key == {"day": "2024-06-03"}
+    assert change.after == {"day": "2024-06-03", "n": 1}
 
 
 def test_schema_key_is_converted_with_key_schema():
@@ -323,6 +393,14 @@ def test_schema_key_is_converted_with_key_schema():
            "payload": {"day": 0}}
     change = decode(orjson.dumps(key), sqlite_value({"day": 0}))
     assert change.key == {"day": date(1970, 1, 1)}
+    typed_change = decode(orjson.dumps(key), sqlite_value({"day": 0}), columns=typed({"day": "Date"}))
+    assert typed_change.key == {"day": "1970-01-01"}
+
+
+def test_key_value_that_does_not_fit_its_column_raises():
+    with pytest.raises(DecodeError) as info:
+        decode(b'{"id": "x"}', sqlite_value({"id": 1}), columns=typed({"id": "Int64"}))
+    assert "key.id" in str(info.value) and "Int64" in str(info.value)
 
 
 def test_missing_key_uses_pk_columns_from_after():
@@ -330,13 +408,18 @@ def test_missing_key_uses_pk_columns_from_after():
     assert decode(None, value, pk_columns=("tenant", "id")).key == {"tenant": "a", "id": 3}
     assert decode(None, value, pk_columns="tenant").key == {"tenant": "a"}
     assert decode(b'{"schema":null,"payload":null}', value).key == {"id": 3}
+    # Taken from after, the key has after's canonical values.
+    assert decode(None, sqlite_value({"id": "3"}), columns=typed({"id": "Int64"})).key == {"id": 3}
 
 
 def test_unknown_extra_columns_are_kept():
     value = raw_value(PG, "create")
     value["payload"]["after"]["added_later"] = "x"
     assert decode(None, orjson.dumps(value)).after["added_later"] == "x"
-    bare = decode(None, sqlite_value({"id": 1, "zzz": [1, {"a": 2}]}), column_types={"id": "Int64"})
+    assert decode(None, orjson.dumps(value), columns=PG_COLUMNS).after["added_later"] == "x"
+    # A typed column the row does not have is not added to it.
+    columns = typed({"id": "Int64", "absent": "Date"})
+    bare = decode(None, sqlite_value({"id": 1, "zzz": [1, {"a": 2}]}), columns=columns)
     assert bare.after == {"id": 1, "zzz": [1, {"a": 2}]}
 
 
@@ -354,6 +437,10 @@ def test_schema_change_under_same_name_is_not_served_from_stale_cache():
     assert decode(None, sqlite_value({"id": 1, "total": total}, rescaled)).after["total"] == Decimal("0.0150")
     # ...and back again: the first shape still decodes as it did.
     assert decode(None, sqlite_value({"id": 1, "total": total}, before_alter)).after["total"] == Decimal("1.50")
+    # The same with one columns mapping throughout: its typed readers follow the schema too.
+    columns = typed({"total": "Decimal(12, 2)"})
+    for fields, expected in [(before_alter, "1.50"), (rescaled, "0.02"), (before_alter, "1.50")]:
+        assert decode(None, sqlite_value({"id": 1, "total": total}, fields), columns=columns).after["total"] == expected
 
 
 def test_sqlite_relay_event():
@@ -403,6 +490,23 @@ def test_connect_decimal_accepts_integer_scale_parameter():
 
 
 @pytest.mark.parametrize(
+    ("encoded", "scale", "type_name", "expected"),
+    [
+        ("AOY=", 2, "Decimal(12, 2)", "2.30"),
+        ("/xo=", 2, "Decimal(3, 2)", "-2.30"),
+        ("AA==", 2, "Decimal(12, 2)", "0.00"),
+        ("/w==", 3, "Decimal(12, 3)", "-0.001"),
+        ("AOY=", 2, "Decimal(12, 4)", "2.3000"),  # widened to the column's scale
+        ("MDk=", 3, "Decimal(12, 2)", "12.34"),  # 12.345 narrowed, rounded half-even
+        ("AeI6", -1, "Decimal(12, 0)", "1234500"),
+    ],
+)
+def test_connect_decimal_with_a_decimal_column(encoded, scale, type_name, expected):
+    fields = [field("v", "bytes", DECIMAL, parameters={"scale": str(scale)})]
+    assert convert({"v": encoded}, fields, columns=typed({"v": type_name}))["v"] == expected
+
+
+@pytest.mark.parametrize(
     ("logical", "raw", "expected"),
     [
         ("io.debezium.time.Date", -1, date(1969, 12, 31)),
@@ -429,73 +533,126 @@ def test_logical_types(logical, raw, expected):
     assert result == expected and type(result) is type(expected)
 
 
+@pytest.mark.parametrize(
+    ("logical", "raw", "type_name", "expected"),
+    [
+        ("io.debezium.time.Date", -1, "Date", "1969-12-31"),
+        ("org.apache.kafka.connect.data.Date", 19877, "DateTime", "2024-06-03 00:00:00"),
+        ("io.debezium.time.Timestamp", -1, "DateTime", "1969-12-31 23:59:59"),
+        ("org.apache.kafka.connect.data.Timestamp", 1717243200123, "DateTime", "2024-06-01 12:00:00"),
+        ("io.debezium.time.Timestamp", 1717243200123, "Date", "2024-06-01"),
+        # The sub-second part is dropped, not rounded.
+        ("io.debezium.time.MicroTimestamp", 1717243200999999, "DateTime", "2024-06-01 12:00:00"),
+        ("io.debezium.time.NanoTimestamp", 1717243200123456789, "DateTime", "2024-06-01 12:00:00"),
+        ("io.debezium.time.NanoTimestamp", -1, "DateTime", "1969-12-31 23:59:59"),
+        ("io.debezium.time.ZonedTimestamp", "2024-06-01T00:30:00-05:00", "DateTime", "2024-06-01 05:30:00"),
+        ("io.debezium.time.ZonedTimestamp", "2024-06-01T23:30:00-05:00", "Date", "2024-06-02"),  # the UTC day
+        ("io.debezium.data.VariableScaleDecimal", {"scale": 0, "value": "/w=="}, "Decimal(10, 2)", "-1.00"),
+        ("io.debezium.data.VariableScaleDecimal", {"scale": 3, "value": "MDk="}, "Decimal(10, 3)", "12.345"),
+        ("io.debezium.data.Json", '{"a": 1}', "String", '{"a": 1}'),
+        (None, 7, "Int32", 7),
+        (None, "7", "Int64", 7),
+        (None, 7, "String", "7"),
+        (None, 2, "Float32", 2.0),
+        (None, "2024-06-01T14:00:00+02:00", "DateTime", "2024-06-01 12:00:00"),
+    ],
+)
+def test_logical_types_into_columns(logical, raw, type_name, expected):
+    result = convert({"v": raw}, [field("v", "int64", logical)], columns=typed({"v": type_name}))["v"]
+    assert result == expected and type(result) is type(expected)
+
+
+ALL_TYPES = {"i": "Int64", "u": "UInt8", "s": "String", "d": "Decimal(5, 2)", "t": "DateTime", "day": "Date",
+             "f": "Float64"}
+
+
 def test_nulls_stay_null_for_every_converter():
     fields = [field("d", "bytes", DECIMAL, parameters={"scale": "2"}), field("t", "int64", "io.debezium.time.Timestamp")]
     assert convert({"d": None, "t": None}, fields) == {"d": None, "t": None}
-    assert convert({"d": None}, column_types={"d": "Decimal(5,2)"}) == {"d": None}
+    nulls = dict.fromkeys(ALL_TYPES)
+    typed_fields = [*fields, field("day", "int32", "io.debezium.time.Date"), field("i"), field("u", "int16"),
+                    field("s", "string"), field("f", "float64")]
+    assert convert(dict(nulls), columns=typed(ALL_TYPES)) == nulls
+    assert convert(dict(nulls), typed_fields, columns=typed(ALL_TYPES)) == nulls
 
 
 @pytest.mark.parametrize(
-    ("raw", "ch_type", "expected"),
+    ("raw", "type_name", "expected"),
     [
-        ("12.3", "Decimal(12,2)", "12.30"),
-        ("12", "Decimal(12,2)", "12.00"),
-        ("-1e2", "Decimal(12,2)", "-100.00"),
-        ("AOY=", "Decimal(12,2)", "2.30"),
-        ("/xo=", "Nullable(Decimal(12, 2))", "-2.30"),
-        (12, "Decimal(12,2)", "12.00"),
-        (12.3, "Decimal32(2)", "12.30"),
-        (0.1 + 0.2, "Decimal(12,2)", "0.30"),
-        (2.675, "Decimal(12,2)", "2.68"),  # via str: "2.675", rounded half-even
-        ("7", "Decimal(5)", "7"),
-        ("0.5", "Decimal256(40)", "0.5" + "0" * 39),
+        ("12.3", "Decimal(12, 2)", "12.30"),
+        ("12", "Decimal(12, 2)", "12.00"),
+        ("-1e2", "Decimal(12, 2)", "-100.00"),
+        (".5", "Decimal(12, 2)", "0.50"),
+        ("AOY=", "Decimal(12, 2)", "2.30"),
+        ("/xo=", "Decimal(12, 2)", "-2.30"),
+        ("gA==", "Decimal(5, 0)", "-128"),
+        # All digits and a multiple of 4 long, so also valid base64: read as a number (documented).
+        ("1234", "Decimal(12, 2)", "1234.00"),
+        (12, "Decimal(12, 2)", "12.00"),
+        (12.3, "Decimal(9, 2)", "12.30"),
+        (0.1 + 0.2, "Decimal(12, 2)", "0.30"),
+        (2.675, "Decimal(12, 2)", "2.68"),  # via str: "2.675", rounded half-even
+        ("7", "Decimal(5, 0)", "7"),
+        ("99999.99", "Decimal(7, 2)", "99999.99"),  # exactly P digits
+        ("0.5", "Decimal(38, 38)", "0.5" + "0" * 37),
     ],
 )
-def test_decimal_hint(raw, ch_type, expected):
-    result = convert({"v": raw}, column_types={"v": ch_type})["v"]
-    assert str(result) == expected
+def test_decimal_hint(raw, type_name, expected):
+    result = convert({"v": raw}, columns=typed({"v": type_name}))["v"]
+    assert result == expected and type(result) is str
 
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        (1717243200, datetime(2024, 6, 1, 12)),
-        (1717243200123, datetime(2024, 6, 1, 12, 0, 0, 123000)),
-        (1717243200123456, datetime(2024, 6, 1, 12, 0, 0, 123456)),
-        (1717243200123456789, datetime(2024, 6, 1, 12, 0, 0, 123456)),
-        (-1717243200, datetime(1915, 8, 2, 12)),
-        (-1717243200123, datetime(1915, 8, 2, 11, 59, 59, 877000)),
-        ("2024-06-01T12:00:00Z", datetime(2024, 6, 1, 12)),
-        ("2024-06-01 12:00:00", datetime(2024, 6, 1, 12)),
-        ("2024-06-01 14:00:00+02:00", datetime(2024, 6, 1, 12)),
-        ("2024-06-01T12:00:00.5", datetime(2024, 6, 1, 12, 0, 0, 500000)),
+        (1717243200, "2024-06-01 12:00:00"),
+        (1717243200123, "2024-06-01 12:00:00"),
+        (1717243200123456, "2024-06-01 12:00:00"),
+        (1717243200123456789, "2024-06-01 12:00:00"),
+        (1717243200999999999, "2024-06-01 12:00:00"),  # the sub-second part is dropped, not rounded
+        (-1717243200, "1915-08-02 12:00:00"),
+        (-1717243200123, "1915-08-02 11:59:59"),  # 11:59:59.877: before 1970, dropping is flooring
+        ("2024-06-01T12:00:00Z", "2024-06-01 12:00:00"),
+        ("2024-06-01 12:00:00", "2024-06-01 12:00:00"),
+        ("2024-06-01 14:00:00+02:00", "2024-06-01 12:00:00"),
+        ("2024-06-01T00:30:00-05:00", "2024-06-01 05:30:00"),
+        ("2024-06-01T12:00:00.5", "2024-06-01 12:00:00"),
+        ("2024-06-01T12:00:00.999999Z", "2024-06-01 12:00:00"),
     ],
 )
 def test_datetime_hint(raw, expected):
-    for ch_type in ("DateTime", "DateTime('UTC')", "DateTime64(3)", "Nullable(DateTime64(6, 'Europe/Berlin'))"):
-        assert convert({"v": raw}, column_types={"v": ch_type})["v"] == expected
+    assert convert({"v": raw}, columns=typed({"v": "DateTime"}))["v"] == expected
 
 
 def test_datetime_hint_unit_thresholds():
-    # Just inside and outside each threshold documented in the module docstring.
-    def at(raw: int) -> datetime:
-        return convert({"v": raw}, column_types={"v": "DateTime"})["v"]
+    # Just inside and outside each threshold documented in cdcapp.debezium.connect; a unit off by
+    # 1000x moves the instant by far more than the second the canonical form resolves.
+    def at(raw: int) -> str:
+        return convert({"v": raw}, columns=typed({"v": "DateTime"}))["v"]
 
-    assert at(10**11 - 1) == EPOCH + timedelta(seconds=10**11 - 1)
-    assert at(10**11) == EPOCH + timedelta(milliseconds=10**11)
-    assert at(10**14) == EPOCH + timedelta(microseconds=10**14)
-    assert at(10**17) == EPOCH + timedelta(microseconds=10**14)
+    assert at(10**11 - 1) == seconds(EPOCH + timedelta(seconds=10**11 - 1))
+    assert at(10**11) == seconds(EPOCH + timedelta(milliseconds=10**11))
+    assert at(10**14 - 1) == seconds(EPOCH + timedelta(milliseconds=10**14 - 1))
+    assert at(10**14) == seconds(EPOCH + timedelta(microseconds=10**14))
+    assert at(10**17 - 1) == seconds(EPOCH + timedelta(microseconds=10**17 - 1))
+    assert at(10**17) == seconds(EPOCH + timedelta(microseconds=10**14))
+    assert at(-(10**11)) == seconds(EPOCH - timedelta(milliseconds=10**11))
 
 
 def test_date_hint():
     for raw in (19877, "2024-06-03"):
-        assert convert({"v": raw}, column_types={"v": "Date"})["v"] == date(2024, 6, 3)
+        assert convert({"v": raw}, columns=typed({"v": "Date"}))["v"] == "2024-06-03"
+    assert convert({"v": -4018}, columns=typed({"v": "Date"}))["v"] == "1959-01-01"
 
 
-def test_other_hinted_types_pass_through():
-    row = {"a": "7", "b": 1.5, "c": True, "d": [1], "e": "x"}
-    types = {"a": "Int64", "b": "Float64", "c": "UInt8", "d": "Array(Date)", "e": "String"}
-    assert convert(dict(row), column_types=types) == row
+def test_other_types_take_their_canonical_form_of_the_json_value():
+    row = {"a": "7", "b": 1.5, "c": True, "e": "x", "f": 5, "g": "2.5", "h": 3.0, "i": "9223372036854775807"}
+    types = {"a": "Int64", "b": "Float64", "c": "UInt8", "e": "String", "f": "String", "g": "Float32",
+             "h": "Int16", "i": "Int64"}
+    result = convert(dict(row), columns=typed(types))
+    expected = {"a": 7, "b": 1.5, "c": 1, "e": "x", "f": "5", "g": 2.5, "h": 3, "i": 2**63 - 1}
+    assert result == expected
+    assert {name: type(value) for name, value in result.items()} == {name: type(v) for name, v in expected.items()}
 
 
 # --- error paths ----------------------------------------------------------------------------------
@@ -630,30 +787,92 @@ def test_missing_pk_column_without_key_message():
 
 
 HINT_ERRORS = [
-    ("Decimal(12,2)", "not-base64!", "v: cannot read"),
-    ("Decimal(12,2)", "12345678901.00", "Decimal(12,2)"),
-    ("Decimal(4,2)", 100, "Decimal(4,2)"),
-    ("Decimal(12,2)", True, "Decimal(12,2)"),
-    ("DateTime", 1.5, "DateTime"),
-    ("DateTime", "not a date", "DateTime"),
-    ("Date", "2024-13-01", "Date"),
-    ("Date", 1.0, "Date"),
-    ("Decimal(x)", "1", "column_types['v']: cannot parse"),
-    ("Decimal(80,2)", "1", "column_types['v']: invalid precision"),
-    ("Decimal(2,3)", "1", "column_types['v']: invalid precision"),
-    ("DateTime64(", "1", "column_types['v']: cannot parse"),
-    (["Int64"], 1, "column_types"),
+    ("Decimal(12, 2)", "not-base64!"),
+    ("Decimal(12, 2)", "12345678901.00"),  # 13 digits
+    ("Decimal(12, 2)", -(10**10)),  # 10000000000.00: 13 digits
+    ("Decimal(4, 2)", 100),
+    ("Decimal(38, 38)", "1"),
+    ("Decimal(5, 0)", "1e5"),
+    ("Decimal(12, 2)", True),
+    ("Decimal(12, 2)", [1]),
+    ("DateTime", 1.5),
+    ("DateTime", True),
+    ("DateTime", "not a date"),
+    ("DateTime", "2024-06-01T12:00:00+02:00Z"),
+    ("DateTime", {"seconds": 1}),
+    ("Date", "2024-13-01"),
+    ("Date", 1.0),
+    ("Date", 10**9),
+    ("Int32", "abc"),
+    ("Int64", 1.5),
+    ("Int64", [1]),
+    ("UInt8", "7.5"),
+    ("Float64", "abc"),
 ]
 
 
-@pytest.mark.parametrize(("ch_type", "raw", "where"), HINT_ERRORS)
-def test_bad_value_for_column_type_raises_decode_error(ch_type, raw, where):
+@pytest.mark.parametrize(("type_name", "raw"), HINT_ERRORS)
+def test_bad_value_for_column_type_raises_decode_error(type_name, raw):
+    column_type = parse_type(type_name)
     with pytest.raises(DecodeError) as info:
-        convert({"v": raw}, column_types={"v": ch_type})
-    assert where in str(info.value)
+        convert({"v": raw}, columns={"v": column_type})
+    assert "after.v: cannot read" in str(info.value) and column_type.name in str(info.value)
+
+
+SCHEMA_VALUE_ERRORS = [
+    ("total", "Decimal(5, 2)"),  # 1234.50 has 6 digits
+    ("status", "Int64"),
+    ("pickup_time", "DateTime"),  # a time of day is not an instant
+    ("blackout_dates", "Date"),
+    ("customer_id", "Date"),  # the schema says plain int64, not days
+]
+
+
+@pytest.mark.parametrize(("column", "type_name"), SCHEMA_VALUE_ERRORS)
+def test_value_read_by_the_schema_that_does_not_fit_its_column_raises(column, type_name):
+    columns = {**PG_COLUMNS, column: parse_type(type_name)}
+    with pytest.raises(DecodeError) as info:
+        decode(*message(PG, "create"), columns=columns)
+    assert f"after.{column}: cannot read" in str(info.value) and columns[column].name in str(info.value)
+
+
+# Type strings the decoder used to parse itself: the one parser refuses them before any decoding.
+REFUSED_TYPES = [
+    "Decimal(x)",
+    "Decimal(80,2)",
+    "Decimal(2,3)",
+    "Decimal(0, 0)",
+    "Decimal(5)",
+    "DateTime64(",
+    "DateTime64(6)",
+    "DateTime64(6, 'UTC')",
+    "DateTime('UTC')",
+    "Nullable(Int64)",
+    "Nullable(Decimal(12, 2))",
+    "LowCardinality(String)",
+    "Decimal32(2)",
+    "Decimal64(2)",
+    "Decimal256(40)",
+    "Date32",
+    "Array(Date)",
+]
+
+
+@pytest.mark.parametrize("type_name", REFUSED_TYPES)
+def test_type_strings_outside_the_spec_are_refused_by_parse_type(type_name):
+    with pytest.raises(TypeSpecError):
+        parse_type(type_name)
+
+
+def test_type_strings_are_no_longer_decode_arguments():
+    with pytest.raises(TypeError):
+        decode(KEY, sqlite_value({"id": 1}), column_types={"id": "Int64"})
 
 
 # --- properties ---------------------------------------------------------------------------------
+
+# Mirrors cdcapp.debezium.connect: what the schemaless Decimal hint reads as a number, not base64.
+DECIMAL_LITERAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 
 
 @settings(max_examples=150, deadline=None)
@@ -668,12 +887,47 @@ def test_decimal_base64_round_trip(data, precision, pad):
         field("variable", "struct", "io.debezium.data.VariableScaleDecimal"),
     ]
     row = convert({"fixed": encoded, "variable": {"scale": scale, "value": encoded}}, fields)
-    hinted = convert(
-        {"b64": encoded, "text": str(expected), "plain": format(expected, "f")},
-        column_types=dict.fromkeys(("b64", "text", "plain"), f"Decimal({precision},{scale})"),
-    )
-    for result in (*row.values(), *hinted.values()):
+    for result in row.values():
         assert result == expected and result.as_tuple() == expected.as_tuple()
+    if precision > 38:
+        return  # wider than any spec Decimal: only the schema path above applies
+    column = parse_type(f"Decimal({precision}, {scale})")
+    raw = {"text": str(expected), "plain": format(expected, "f")}
+    if not DECIMAL_LITERAL.fullmatch(encoded):
+        raw["b64"] = encoded  # else the hint reads it as a number, as documented
+    results = [
+        *convert(raw, columns=dict.fromkeys(raw, column)).values(),
+        *convert({"fixed": encoded, "variable": {"scale": scale, "value": encoded}}, fields,
+                 columns=dict.fromkeys(("fixed", "variable"), column)).values(),
+    ]
+    for result in results:
+        assert type(result) is str and Decimal(result).as_tuple() == expected.as_tuple()
+        if expected.adjusted() >= -6:  # below that see test_canonical_decimal_is_written_plain
+            assert result == format(expected, "f")
+    # One digit more than the column's precision does not fit, however it is encoded.
+    too_big = data.draw(st.sampled_from([10**precision, -(10**precision)]), label="too_big")
+    too_big_b64 = java_decimal_b64(too_big, pad)
+    bare = [str(Decimal(f"{too_big}E-{scale}"))]
+    if not DECIMAL_LITERAL.fullmatch(too_big_b64):
+        bare.append(too_big_b64)
+    for raw, fields_v in [*((raw, None) for raw in bare), (too_big_b64, [dict(fields[0], field="v")])]:
+        with pytest.raises(DecodeError, match=re.escape(f"after.v: cannot read {raw!r} as {column.name}")):
+            convert({"v": raw}, fields_v, columns={"v": column})
+
+
+@pytest.mark.parametrize(
+    ("raw", "type_name", "expected"),
+    [
+        ("0.0000001", "Decimal(10, 7)", "0.0000001"),
+        ("0", "Decimal(10, 7)", "0.0000000"),
+        ("/w==", "Decimal(12, 7)", "-0.0000001"),
+        ("-0.001", "Decimal(12, 2)", "0.00"),
+    ],
+)
+def test_canonical_decimal_is_written_plain(raw, type_name, expected):
+    # The canonical Decimal is a string with exactly S decimals; "1E-7" or "-0.00" is a second
+    # spelling of a value, which string comparisons downstream would treat as different.
+    assert convert({"v": raw}, columns=typed({"v": type_name}))["v"] == expected
 
 
 # Epoch nanoseconds in an int64 cover 1677-09-21 .. 2262-04-11.
@@ -698,17 +952,19 @@ def test_temporal_round_trip_with_schema(moment, sub_micro, offset_minutes, day)
         field("zoned", "string", "io.debezium.time.ZonedTimestamp"),
         field("day", "int32", "io.debezium.time.Date"),
     ]
-    row = convert(
-        {
-            "ms": (millis_moment - EPOCH) // timedelta(milliseconds=1),
-            "us": micros,
-            "ns": micros * 1000 + sub_micro,
-            "zoned": moment.replace(tzinfo=timezone.utc).astimezone(offset).isoformat(),
-            "day": (day - EPOCH.date()).days,
-        },
-        fields,
-    )
+    encoded = {
+        "ms": (millis_moment - EPOCH) // timedelta(milliseconds=1),
+        "us": micros,
+        "ns": micros * 1000 + sub_micro,
+        "zoned": moment.replace(tzinfo=timezone.utc).astimezone(offset).isoformat(),
+        "day": (day - EPOCH.date()).days,
+    }
+    row = convert(encoded, fields)
     assert row == {"ms": millis_moment, "us": moment, "ns": moment, "zoned": moment, "day": day}
+    instants = ("ms", "us", "ns", "zoned")
+    columns = {**dict.fromkeys(instants, parse_type("DateTime")), "day": parse_type("Date")}
+    canonical = convert(encoded, fields, columns=columns)
+    assert canonical == {**dict.fromkeys(instants, seconds(moment)), "day": day.isoformat()}
 
 
 @settings(max_examples=150, deadline=None)
@@ -721,10 +977,14 @@ def test_temporal_round_trip_with_schema(moment, sub_micro, offset_minutes, day)
 def test_datetime_hint_picks_the_unit_by_magnitude(moment):
     micros = (moment - EPOCH) // timedelta(microseconds=1)
     encodings = {"s": micros // 10**6, "ms": micros // 1000, "us": micros, "ns": micros * 1000}
-    row = convert(encodings, column_types=dict.fromkeys(encodings, "DateTime64(6)"))
-    assert row == {
+    # The hint reads each unit exactly...
+    read = hint_reader(parse_type("DateTime"))
+    assert {unit: read(raw) for unit, raw in encodings.items()} == {
         "s": moment.replace(microsecond=0),
         "ms": moment.replace(microsecond=moment.microsecond // 1000 * 1000),
         "us": moment,
         "ns": moment,
     }
+    # ...and the decoded canonical value is that instant to the second.
+    row = convert(encodings, columns=dict.fromkeys(encodings, parse_type("DateTime")))
+    assert row == dict.fromkeys(encodings, seconds(moment))

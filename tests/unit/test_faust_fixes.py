@@ -1,30 +1,37 @@
-"""The consumer corrections in cdcapp.faust_fixes, on the app's real (unstarted) Faust consumer."""
+"""The corrections of ``cdcapp.runtime.faust``, each on the app's real (unstarted) consumer or
+producer, and their scoping to this app."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
-
-from aiokafka.errors import KafkaTimeoutError
-from faust.exceptions import ProducerSendError
-from faust.transport.drivers.aiokafka import Consumer
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
-from cdcapp.app import app
-from cdcapp.faust_fixes import ReadOffsets, _note_failed_delivery
+from cdcapp.runtime.app import CdcApp, create_app
+from cdcapp.runtime.faust.buffer import ChangelogBuffer
+from cdcapp.runtime.faust.consumer import Consumer
+from cdcapp.runtime.faust.fetch import ReadOffsets
+from cdcapp.runtime.faust.producer import Producer
+from cdcapp.runtime.faust.seek import uncommitted_stream_partitions
+from cdcapp.runtime.metrics import STALE_DELIVERIES
+from tests.unit.conftest import unit_settings
 
 TOPIC = "cdcapp.unit.acking"
 TP0 = TP(TOPIC, 0)
 
 
 @pytest.fixture
-def consumer(monkeypatch: pytest.MonkeyPatch) -> Iterator[Consumer]:
-    consumer = app.consumer
-    monkeypatch.setattr(app.topics, "acks_enabled_for", lambda topic: topic == TOPIC)
-    monkeypatch.setattr(app, "consumer_generation_id", 7)
+def consumer(cdc_app: CdcApp, monkeypatch: pytest.MonkeyPatch) -> Iterator[Consumer]:
+    consumer = cdc_app.consumer
+    monkeypatch.setattr(cdc_app.topics, "acks_enabled_for", lambda topic: topic == TOPIC)
+    monkeypatch.setattr(cdc_app, "consumer_generation_id", 7)
     consumer._acked.pop(TP0, None)
     consumer._acked_index.pop(TP0, None)
     consumer._committed_offset[TP0] = 100
@@ -32,14 +39,29 @@ def consumer(monkeypatch: pytest.MonkeyPatch) -> Iterator[Consumer]:
     consumer._acked.pop(TP0, None)
     consumer._acked_index.pop(TP0, None)
     consumer._committed_offset.pop(TP0, None)
+    consumer._read_offset.pop(TP0, None)
 
 
-def message(offset: int, *, generation: int = 7, tracked: bool = True) -> ConsumerMessage:
-    msg = ConsumerMessage(TOPIC, 0, offset, 0.0, 0, None, b"k", b"v", None, tp=TP0, generation_id=generation)
+def message(offset: int, *, generation: int = 7, tracked: bool = True, topic: str = TOPIC) -> ConsumerMessage:
+    msg = ConsumerMessage(topic, 0, offset, 0.0, 0, None, b"k", b"v", None, tp=TP(topic, 0), generation_id=generation)
     msg.tracked = tracked
     return msg
 
 
+def without_credit() -> float:
+    return STALE_DELIVERIES.labels("ack_without_credit")._value.get()
+
+
+# ------------------------------------------------------------------ scoping
+def test_the_corrections_are_the_apps_own_classes_not_faust_patched(cdc_app: CdcApp) -> None:
+    assert type(cdc_app.consumer) is Consumer and type(cdc_app.producer) is Producer
+    assert isinstance(cdc_app.producer.buffer, ChangelogBuffer)
+    assert faust_aiokafka.Consumer.ack is not Consumer.ack
+    assert faust_aiokafka.Consumer._drain_messages is not Consumer._drain_messages
+    assert faust_aiokafka.Producer.flush is not Producer.flush
+
+
+# ------------------------------------------------------------------ acks
 def test_a_processed_message_is_credited_towards_the_commit(consumer: Consumer) -> None:
     assert consumer.ack(message(100))
     assert consumer._new_offset(TP0) == 101
@@ -48,9 +70,9 @@ def test_a_processed_message_is_credited_towards_the_commit(consumer: Consumer) 
 def test_a_message_a_stream_skipped_gets_no_credit(consumer: Consumer) -> None:
     """Streams skip (and ack) a message that arrives while flow is suspended for a rebalance."""
     consumer.ack(message(100))
-    skipped = message(101, tracked=False)
-    assert not consumer.ack(skipped)
-    assert skipped.acked, "acked, so nothing waits for it, but not committable"
+    before = without_credit()
+    assert not consumer.ack(message(101, tracked=False))
+    assert without_credit() == before + 1
     consumer.ack(message(102))
     assert consumer._new_offset(TP0) == 101, "the commit stops below the skipped offset"
 
@@ -62,11 +84,13 @@ def test_a_message_of_an_older_generation_gets_no_credit(consumer: Consumer) -> 
 
 
 def test_topics_without_acks_are_left_to_faust(consumer: Consumer) -> None:
-    other = ConsumerMessage("changelog", 0, 5, 0.0, 0, None, b"k", b"v", None, generation_id=6)
+    before = without_credit()
+    other = message(5, generation=6, tracked=False, topic="changelog")
     consumer.ack(other)
-    assert other.acked
+    assert other.acked and without_credit() == before, "Faust's own ack, not the credit rule"
 
 
+# ------------------------------------------------------------------ fetch
 def test_every_write_but_a_delivery_is_a_seek_with_a_new_serial() -> None:
     offsets = ReadOffsets()
     assert offsets[TP0] is None
@@ -81,16 +105,81 @@ def test_every_write_but_a_delivery_is_a_seek_with_a_new_serial() -> None:
     assert offsets.serial[TP0] > previous and offsets[TP0] is None
 
 
-def test_the_app_consumer_keeps_seek_serials() -> None:
-    assert isinstance(app.consumer._read_offset, ReadOffsets)
+async def run_one_fetch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, offsets: list[int],
+                        seek_during: int | None) -> tuple[Consumer, list[int], list[tuple[Any, int]]]:
+    """Drive the fetch loop of a new app's consumer (a service of this test's event loop) over one
+    fetch of ``offsets``; a seek to 5 lands while ``seek_during`` is delivered."""
+    app = create_app(unit_settings(tmp_path))
+    consumer = app.consumer
+    monkeypatch.setattr(app.topics, "acks_enabled_for", lambda topic: topic == TOPIC)
+    fetcher = SimpleNamespace(_stopped=asyncio.Event())
+    delivered: list[int] = []
+    seeks: list[tuple[Any, int]] = []
+
+    async def getmany(timeout: float):  # noqa: ANN202 - an async generator, like Faust's
+        for offset in offsets:
+            yield TP0, message(offset)
+        fetcher._stopped.set()
+
+    async def callback(msg: ConsumerMessage) -> None:
+        delivered.append(msg.offset)
+        if msg.offset == seek_during:
+            consumer._read_offset[TP0] = 5  # what a rebalance's seek to the committed offset does
+
+    async def seek(tp: Any, offset: int) -> None:
+        seeks.append((tp, offset))
+
+    monkeypatch.setattr(consumer, "getmany", getmany)
+    monkeypatch.setattr(consumer, "callback", callback)
+    monkeypatch.setattr(consumer, "seek", seek)
+    monkeypatch.setattr(consumer, "assignment", lambda: {TP0})
+    consumer._read_offset[TP0] = 9
+    await consumer._drain_messages(fetcher)
+    return consumer, delivered, seeks
 
 
-async def test_a_send_kafka_refused_for_good_stops_the_next_commit() -> None:
-    """The consumer flushes the producer before committing: that flush must fail, not pass."""
-    producer = app.transport.create_producer()  # unstarted: an empty buffer, nothing to send
-    await producer.flush()  # nothing lost yet: flushing is fine
-    delivery: asyncio.Future = asyncio.get_running_loop().create_future()
-    delivery.set_exception(KafkaTimeoutError())
-    _note_failed_delivery(producer, delivery)
-    with pytest.raises(ProducerSendError, match="refusing to commit"):
-        await producer.flush()
+async def test_records_fetched_before_a_seek_are_withheld_and_the_partition_seeked_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    consumer, delivered, seeks = await run_one_fetch(tmp_path, monkeypatch, [10, 11, 12], seek_during=10)
+    assert delivered == [10], "11 and 12 were fetched before the seek: not delivered"
+    assert consumer._read_offset[TP0] == 5, "the seek is not undone by the delivery of 10"
+    assert seeks == [(TP0, 5)]
+
+
+async def test_without_a_seek_every_record_is_delivered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    consumer, delivered, seeks = await run_one_fetch(tmp_path, monkeypatch, [10, 11, 12], seek_during=None)
+    assert delivered == [10, 11, 12] and consumer._read_offset[TP0] == 12 and not seeks
+
+
+# ------------------------------------------------------------------ seek
+def test_only_uncommitted_stream_partitions_are_sent_to_their_beginning(consumer: Consumer) -> None:
+    changelog = TP("cdcapp-unit-x-changelog", 0)
+    committed = {TP0: None, TP(TOPIC, 1): 0, TP(TOPIC, 2): 17, changelog: None}
+    found = {(tp.topic, tp.partition) for tp in uncommitted_stream_partitions(consumer, committed)}
+    assert found == {(TOPIC, 0), (TOPIC, 1)}
+
+
+# ------------------------------------------------------------------ buffer
+async def test_the_changelog_buffer_counts_and_waits_for_the_message_being_handed_over(cdc_app: CdcApp) -> None:
+    buffer = ChangelogBuffer()
+    buffer.app = cdc_app
+    handed_over = asyncio.Event()
+    release = asyncio.Event()
+
+    async def publish_message(fut: Any, wait: bool) -> None:
+        handed_over.set()
+        await release.wait()
+
+    await buffer.start()
+    try:
+        buffer.put(SimpleNamespace(message=SimpleNamespace(channel=SimpleNamespace(publish_message=publish_message))))
+        await handed_over.wait()
+        assert buffer.pending.empty() and buffer.size == 1, "off the queue, not yet with aiokafka"
+        flush = asyncio.ensure_future(buffer.flush())
+        await asyncio.sleep(0.05)
+        assert not flush.done()
+        release.set()
+        await asyncio.wait_for(flush, 5)
+        assert buffer.size == 0
+    finally:
+        await buffer.stop()

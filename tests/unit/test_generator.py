@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import random
 import sqlite3
-import time
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -14,8 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cdcapp.sources import generator as gen
-from cdcapp.sources.connections import connect_sqlite, ensure_schema
+from cdcapp.sources.connections import connect_sqlite, create_oltp_schema
+from cdcapp.tools import workload as gen
+from cdcapp.tools.console import WorkloadProgress, print_stats
 
 TABLES = ("customers", "products", "orders", "order_items")
 
@@ -27,9 +27,25 @@ def fake_clock():
     return lambda: start + timedelta(seconds=next(ticks))
 
 
+class FakeTime:
+    """A monotonic clock that only moves when the workload sleeps: pacing without waiting."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds >= 0
+        self.now += seconds
+        self.slept += seconds
+
+
 def fresh(path: Path) -> sqlite3.Connection:
     conn = connect_sqlite(path)
-    ensure_schema("sqlite", conn)
+    create_oltp_schema("sqlite", conn)
     return conn
 
 
@@ -41,7 +57,7 @@ def dump(conn: sqlite3.Connection) -> dict[str, list[tuple]]:
 def run(tmp_path_factory):
     path = tmp_path_factory.mktemp("gen") / "shop.db"
     conn = fresh(path)
-    stats = gen.run_workload(conn, "sqlite", rate=0, changes=2000, seed=7, progress=False, now=fake_clock())
+    stats = gen.run_workload(conn, "sqlite", rate=0, changes=2000, seed=7, now=fake_clock())
     yield conn, stats
     conn.close()
 
@@ -97,34 +113,61 @@ def test_mix_includes_every_kind(run):
 def test_same_seed_same_database(tmp_path, run):
     conn, _ = run
     again = fresh(tmp_path / "again.db")
-    gen.run_workload(again, "sqlite", rate=0, changes=2000, seed=7, progress=False, now=fake_clock())
+    gen.run_workload(again, "sqlite", rate=0, changes=2000, seed=7, now=fake_clock())
     assert dump(again) == dump(conn)
     other = fresh(tmp_path / "other.db")
-    gen.run_workload(other, "sqlite", rate=0, changes=2000, seed=8, progress=False, now=fake_clock())
+    gen.run_workload(other, "sqlite", rate=0, changes=2000, seed=8, now=fake_clock())
     assert dump(other) != dump(conn)
 
 
 def test_continues_on_an_existing_database(tmp_path):
     conn = fresh(tmp_path / "shop.db")
-    gen.run_workload(conn, "sqlite", rate=0, changes=500, seed=1, progress=False)
-    stats = gen.run_workload(conn, "sqlite", rate=0, changes=500, seed=2, progress=False)
+    gen.run_workload(conn, "sqlite", rate=0, changes=500, seed=1)
+    stats = gen.run_workload(conn, "sqlite", rate=0, changes=500, seed=2)
     assert stats.changes == 500 and stats.ops["order_status"] > 0
     assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
 
 
 def test_rate_is_paced(tmp_path):
     conn = fresh(tmp_path / "shop.db")
-    stats = gen.run_workload(conn, "sqlite", rate=1000, changes=1000, progress=False)
-    assert 0.8 <= stats.elapsed_s <= 1.6
-    assert 700 <= stats.rate <= 1250
+    t = FakeTime()
+    stats = gen.run_workload(conn, "sqlite", rate=100, changes=50, clock=t.clock, sleep=t.sleep)
+    assert stats.changes == 50
+    # Each change costs 1/rate of (fake) time, all of it spent sleeping.
+    assert stats.elapsed_s == pytest.approx(0.5) == pytest.approx(t.slept)
+    assert stats.rate == pytest.approx(100)
 
 
 def test_duration_stops_the_run(tmp_path):
     conn = fresh(tmp_path / "shop.db")
-    started = time.monotonic()
-    stats = gen.run_workload(conn, "sqlite", rate=500, duration=0.5, progress=True)
-    assert 0.4 <= time.monotonic() - started <= 1.5
-    assert 100 <= stats.changes <= 400
+    t = FakeTime()
+    seen: list[tuple[int, float]] = []
+    stats = gen.run_workload(
+        conn, "sqlite", rate=500, duration=1.0, clock=t.clock, sleep=t.sleep,
+        on_progress=lambda done, elapsed: seen.append((done, elapsed)),
+    )
+    # The last transaction started before the deadline and the run stopped right after it.
+    assert seen[-1][1] < 1.0 <= stats.elapsed_s
+    assert stats.elapsed_s == pytest.approx(stats.changes / 500) and stats.changes >= 500
+    # One progress call per transaction: the changes so far, and the fake time before its pacing.
+    assert len(seen) == stats.transactions and seen[-1][0] == stats.changes
+    before = [0] + [done for done, _ in seen[:-1]]
+    assert [elapsed for _, elapsed in seen] == pytest.approx([done / 500 for done in before])
+
+
+def test_progress_bar_and_summary(tmp_path, capsys):
+    conn = fresh(tmp_path / "shop.db")
+    t = FakeTime()
+    with WorkloadProgress(300, None) as progress:
+        stats = gen.run_workload(
+            conn, "sqlite", rate=500, changes=300, clock=t.clock, sleep=t.sleep, on_progress=progress.update
+        )
+        progress.finish(stats)
+    task = progress.progress.tasks[0]
+    assert (task.completed, task.fields["changes"]) == (300, 300)
+    assert task.fields["rate"] == pytest.approx(500)
+    print_stats(stats)
+    assert "300 row changes" in capsys.readouterr().out
 
 
 def test_sqlite_placeholders_and_values():

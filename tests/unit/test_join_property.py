@@ -14,9 +14,9 @@ from collections import deque
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cdcapp.join.engine import change_message
+from cdcapp.model.messages import change, entity_key
 from cdcapp.join.router import LocalRouter
-from cdcapp.spec import entity_key, load_spec
+from cdcapp.model.spec import load_spec
 from tests.unit.oltp_model import OltpModel
 
 SPEC = load_spec()
@@ -50,7 +50,7 @@ def run_history(seed: int, steps: int, partitions: int, duplicate_rate: float):
         pending = [q for q in source_queues.values() if q]
         if pending and (rng.random() < 0.5 or not router.step()):
             table, row_id, op, row, pos = rng.choice(pending).popleft()
-            router.send(table, entity_key("pg", [row_id]), change_message(op, row, pos, 0))
+            router.send(table, entity_key("pg", [row_id]), change(op, row, pos, 0))
         elif not pending and not router.step():
             break
     return model, router

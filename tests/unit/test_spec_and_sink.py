@@ -8,12 +8,12 @@ from decimal import Decimal
 import pytest
 import yaml
 
-from cdcapp.chtypes import TypeSpecError, ValueTypeError, parse_type
-from cdcapp.sink.clickhouse import ClickHouseUrl
+from cdcapp.model.types import TypeSpecError, ValueTypeError, parse_type
+from cdcapp.clickhouse.client import ClickHouseUrl
 from cdcapp.sink.policy import FlushPolicy
-from cdcapp.sink.schema import ddl, table_shapes
-from cdcapp.spec import DEFAULT_SPEC, Spec, compile_measure, load_spec
-from cdcapp.verify import compare, fact_sql
+from cdcapp.clickhouse.ddl import ddl, table_shapes
+from cdcapp.model.spec import DEFAULT_SPEC, Spec, compile_measure, load_spec
+from cdcapp.tools.verify import compare, fact_sql
 
 SPEC = load_spec()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
 
 import orjson
@@ -11,8 +12,9 @@ import pytest
 
 import cdcapp
 from cdcapp.config import Settings
-from cdcapp.sources import sqlite_capture as cap
-from cdcapp.sources.connections import connect_sqlite, ensure_schema
+from cdcapp.debezium.encode import build_envelope
+from cdcapp.sources import sqlite as cap
+from cdcapp.sources.connections import connect_sqlite, create_oltp_schema
 
 SETTINGS = Settings(source_topic_prefix="oltp")
 
@@ -21,7 +23,7 @@ SETTINGS = Settings(source_topic_prefix="oltp")
 def db(tmp_path: Path) -> Path:
     path = tmp_path / "shop.db"
     conn = connect_sqlite(path)
-    ensure_schema("sqlite", conn)
+    create_oltp_schema("sqlite", conn)
     conn.close()
     return path
 
@@ -65,7 +67,7 @@ def test_triggers_log_insert_update_delete_with_row_images(conn):
     assert (orjson.loads(rows[3].before), rows[3].after) == (moved, None)
     # Decimals stay the exact strings they were stored as.
     assert orjson.loads(rows[2].after)["price"] == "12.30"
-    assert all(abs(r.ts_ms - cap._now_ms()) < 10_000 for r in rows)
+    assert all(abs(r.ts_ms - time.time_ns() // 1_000_000) < 10_000 for r in rows)
 
 
 def test_change_is_logged_in_the_same_transaction(conn):
@@ -126,7 +128,7 @@ def test_uninstall_removes_triggers_and_tables(conn, db):
 
 
 def test_envelope_shape():
-    env = cap.build_envelope(
+    env = build_envelope(
         table="products",
         op="u",
         before={"id": 1, "price": "1.00"},
@@ -154,8 +156,9 @@ def test_envelope_shape():
             "snapshot": "false",
         },
     }
-    assert cap.build_envelope(
-        table="t", op="r", before=None, after={}, source_id="s", db_name="d", seq=0, change_ts_ms=0, snapshot=True
+    assert build_envelope(
+        table="t", op="r", before=None, after={}, source_id="s", db_name="d", seq=0, change_ts_ms=0, snapshot=True,
+        publish_ts_ms=0,
     )["source"]["snapshot"] == "true"
 
 

@@ -1,0 +1,192 @@
+"""The only ClickHouse client of the project: a server through clickhouse-driver, or chdb.
+
+Both targets are synchronous. ``open_target`` serves synchronous callers (verify, the demo);
+``ClickHouse`` runs one target on a dedicated thread for the event loop (the sink, the web views).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote, urlparse
+
+import orjson
+
+from cdcapp.clickhouse.ddl import TableShape, ddl
+from cdcapp.model.spec import Spec
+from cdcapp.threads import DedicatedThread
+
+
+class Target(Protocol):
+    database: str
+
+    def execute(self, sql: str) -> None: ...
+
+    def insert(self, shape: TableShape, rows: list[dict[str, Any]]) -> None: ...
+
+    def query(self, sql: str) -> list[list[Any]]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ClickHouseUrl:
+    scheme: str  # clickhouse | chdb
+    host: str = ""
+    port: int = 9000
+    user: str = "default"
+    password: str = ""
+    database: str = ""
+    path: str = ""
+
+    @classmethod
+    def parse(cls, url: str) -> "ClickHouseUrl":
+        parsed = urlparse(url)
+        if parsed.scheme == "chdb":
+            path = unquote(parsed.netloc + parsed.path)
+            if not path:
+                raise ValueError(f"chdb URL needs a directory: chdb:///path/to/dir (got {url!r})")
+            return cls("chdb", path=path)
+        if parsed.scheme == "clickhouse":
+            return cls(
+                "clickhouse",
+                host=parsed.hostname or "127.0.0.1",
+                port=parsed.port or 9000,
+                user=unquote(parsed.username or "default"),
+                password=unquote(parsed.password or ""),
+                database=parsed.path.lstrip("/"),
+            )
+        raise ValueError(f"unsupported ClickHouse URL {url!r}: use clickhouse://user:pass@host:port/db or chdb:///dir")
+
+    def redacted(self) -> str:
+        if self.scheme == "chdb":
+            return f"chdb://{self.path}"
+        return f"clickhouse://{self.user}@{self.host}:{self.port}/{self.database}"
+
+
+class DriverTarget:
+    """A ClickHouse server over the native protocol (columnar inserts)."""
+
+    def __init__(self, url: ClickHouseUrl, database: str) -> None:
+        from clickhouse_driver import Client
+
+        self.database = url.database or database
+        self._client = Client(
+            host=url.host, port=url.port, user=url.user, password=url.password,
+            connect_timeout=5, send_receive_timeout=60, settings={"use_numpy": False},
+        )
+
+    def execute(self, sql: str) -> None:
+        self._client.execute(sql)
+
+    def insert(self, shape: TableShape, rows: list[dict[str, Any]]) -> None:
+        names = list(shape.columns)
+        columns = [[t.to_python(row[name]) for row in rows] for name, t in shape.columns.items()]
+        quoted = ", ".join(f"`{n}`" for n in names)
+        self._client.execute(f"INSERT INTO {self.database}.{shape.name} ({quoted}) VALUES", columns, columnar=True)
+
+    def insert_columns(self, table: str, names: list[str], columns: list[list[Any]]) -> None:
+        """Values already in the driver's types, column by column (the benchmark's raw copy)."""
+        quoted = ", ".join(f"`{n}`" for n in names)
+        self._client.execute(f"INSERT INTO {self.database}.{table} ({quoted}) VALUES", columns, columnar=True)
+
+    def query(self, sql: str) -> list[list[Any]]:
+        return [list(row) for row in self._client.execute(sql)]
+
+    def close(self) -> None:
+        self._client.disconnect()
+
+
+class ChdbTarget:
+    """The embedded engine: one process owns the directory, so only one worker can use it."""
+
+    def __init__(self, url: ClickHouseUrl, database: str) -> None:
+        from chdb import session
+
+        Path(url.path).mkdir(parents=True, exist_ok=True)
+        self.database = database
+        self._session = session.Session(url.path)
+        # Decimals as JSON strings keep their exact digits on the way out.
+        self._session.query("SET output_format_json_quote_decimals = 1")
+
+    def execute(self, sql: str) -> None:
+        self._session.query(sql)
+
+    def insert(self, shape: TableShape, rows: list[dict[str, Any]]) -> None:
+        # Canonical rows are already what JSONEachRow parses, so they go in without conversion.
+        body = b"\n".join(orjson.dumps({name: row[name] for name in shape.columns}) for row in rows)
+        self._session.query(f"INSERT INTO {self.database}.{shape.name} FORMAT JSONEachRow\n{body.decode()}")
+
+    def query(self, sql: str) -> list[list[Any]]:
+        result = self._session.query(sql, "JSONCompact")
+        raw = result.bytes()
+        return orjson.loads(raw)["data"] if raw else []
+
+    def close(self) -> None:
+        self._session.close()
+
+
+def open_target(url: str, database: str) -> Target:
+    parsed = ClickHouseUrl.parse(url)
+    if parsed.scheme == "chdb":
+        return ChdbTarget(parsed, database)
+    return DriverTarget(parsed, database)
+
+
+def create_tables(target: Target, spec: Spec) -> None:
+    """The spec's tables and ``*_current`` views, created where missing."""
+    for statement in ddl(spec, target.database):
+        target.execute(statement)
+
+
+class ClickHouse:
+    """One target on one dedicated thread, for use from the event loop; tables created on connect."""
+
+    def __init__(self, url: str, spec: Spec) -> None:
+        self.url = url
+        self.spec = spec
+        self._thread = DedicatedThread("clickhouse")
+        self._target: Target | None = None
+
+    def _connected(self) -> Target:
+        if self._target is None:
+            target = open_target(self.url, self.spec.database)
+            try:
+                create_tables(target, self.spec)
+            except Exception:
+                target.close()
+                raise
+            self._target = target
+        return self._target
+
+    def _insert(self, batches: list[tuple[TableShape, list[dict[str, Any]]]]) -> None:
+        target = self._connected()
+        try:
+            for shape, rows in batches:
+                target.insert(shape, rows)
+        except Exception:
+            # A broken connection is not reused: the retry opens a fresh one.
+            self._reset()
+            raise
+
+    def _reset(self) -> None:
+        if self._target is not None:
+            try:
+                self._target.close()
+            except Exception:  # noqa: BLE001 - closing a broken client may fail too; it is dropped either way
+                pass
+            self._target = None
+
+    async def connect(self) -> None:
+        await self._thread.call(self._connected)
+
+    async def insert(self, batches: list[tuple[TableShape, list[dict[str, Any]]]]) -> None:
+        await self._thread.call(self._insert, batches)
+
+    async def query(self, sql: str) -> list[list[Any]]:
+        return await self._thread.call(lambda: self._connected().query(sql))
+
+    async def close(self) -> None:
+        await self._thread.call(self._reset)
+        self._thread.shutdown(wait=False)

@@ -1,0 +1,86 @@
+"""Kafka topic names and topic creation, shared by the pipeline and the SQLite relay."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+log = logging.getLogger(__name__)
+
+
+def source_topic(prefix: str, table: str) -> str:
+    """Where a source table's change events are: ``<source topic prefix>.<table>`` (Debezium's
+    RegexRouter in the connector configs, and the SQLite relay, both write there)."""
+    return f"{prefix}.{table}"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+async def create_missing_topics(bootstrap: str, topics: list[TopicSpec]) -> list[str]:
+    """Create the topics that do not exist yet (an existing one is left as it is); returns their names."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = {t.name: t for t in topics if t.name not in existing}
+        if missing:
+            log.info("creating topics: %s", ", ".join(missing))
+            try:
+                await admin.create_topics([
+                    NewTopic(t.name, t.partitions, t.replication_factor, topic_configs=t.config or None)
+                    for t in missing.values()
+                ])
+            except TopicAlreadyExistsError:
+                pass  # another worker or relay created them first
+        return list(missing)
+    finally:
+        await admin.close()
+
+
+async def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
+    """The end offset of every partition of those ``topics`` that exist."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        # Describing a missing topic would create it (the broker auto-creates topics).
+        existing = set(await admin.list_topics())
+        described = await admin.describe_topics([t for t in topics if t in existing])
+    finally:
+        await admin.close()
+    partitions = [
+        TopicPartition(t["topic"], p["partition"]) for t in described if not t["error_code"] for p in t["partitions"]
+    ]
+    if not partitions:
+        return {}
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(partitions)
+        return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+async def group_lag(bootstrap: str, group: str, topics: list[str]) -> int:
+    """Messages of ``topics`` the consumer group has not committed yet (a partition without a
+    commit counts from its start)."""
+    ends = await end_offsets(bootstrap, topics)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    done = {(tp.topic, tp.partition): meta.offset for tp, meta in committed.items()}
+    return sum(max(0, end - max(0, done.get(tp, 0))) for tp, end in ends.items())

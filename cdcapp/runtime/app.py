@@ -1,0 +1,84 @@
+"""The Faust application, built from settings and a spec by ``create_app``.
+
+    <source>.<table>  --ingest-->  <prefix>.stage.<entity>  --join (tables)-->  <prefix>.sink  --> ClickHouse
+                         \\                    ^      |                                \\
+                          `--> <prefix>.dlq     `-sub/info between stages                `--> <prefix>.dlq
+
+See docs/architecture.md for the design.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faust
+
+from cdcapp.clickhouse.client import ClickHouse
+from cdcapp.config import Settings
+from cdcapp.model.spec import Spec, load_spec
+from cdcapp.runtime import ingest, sink, stage, web
+from cdcapp.runtime.faust.transport import Transport
+from cdcapp.runtime.topics import Topics, create_declared_topics
+
+
+class CdcApp(faust.App):
+    """Faust's app with cdcapp's transport (the corrections of ``cdcapp.runtime.faust``) and its
+    topics created before the first assignment."""
+
+    pipeline: "Pipeline"
+
+    def _new_transport(self) -> Transport:
+        return Transport(self.conf.broker_consumer, self)
+
+    def _new_producer_transport(self) -> Transport:
+        return Transport(self.conf.broker_producer, self)
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        await create_declared_topics(self, self.pipeline.topics.all_declared(), self.pipeline.settings.replication_factor)
+
+
+@dataclass
+class Pipeline:
+    """What ``create_app`` wired, for the web views and the tests."""
+
+    settings: Settings
+    spec: Spec
+    topics: Topics
+    stage_tables: dict[str, stage.StageTables]
+    sink: sink.EventSink
+    clickhouse: ClickHouse
+
+
+def create_app(settings: Settings, spec: Spec | None = None) -> CdcApp:
+    spec = spec or load_spec(settings.spec_path)
+    workers_dir = settings.state_path / "workers"
+    if settings.worker_dir is None:
+        # One RocksDB folder per app id and web port: two workers on one machine must not share one.
+        workers_dir.mkdir(parents=True, exist_ok=True)
+    app = CdcApp(
+        settings.app_id,
+        broker=";".join(f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")),
+        store=settings.store,
+        datadir=str(settings.worker_dir or workers_dir / "{conf.id}-{conf.web_port}"),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        web_tables_enabled=False,
+        producer_linger_ms=5,
+        broker_max_poll_records=2000,
+        stream_buffer_maxsize=8192,
+    )
+    topics = Topics.declare(app, spec, settings)
+    ingest.register(app, spec, topics)
+    stage_tables = stage.register(app, spec, topics, settings.partitions)
+    acks = sink.StreamAcks()
+    event_sink, clickhouse = sink.build_sink(settings, spec, acks)
+    sink.register(app, topics, event_sink, acks, clickhouse,
+                  check_interval_s=min(0.1, settings.flush_interval_ms / 4000))
+    app.pipeline = Pipeline(settings, spec, topics, stage_tables, event_sink, clickhouse)
+    web.register(app, spec, stage_tables, event_sink, clickhouse)
+    return app

@@ -1,0 +1,44 @@
+"""The dead-letter topic: every event that cannot be processed goes here with the reason.
+
+A dead letter keeps the original bytes (base64) and where they came from (topic, partition,
+offset), so that it can be inspected and put back on its topic once the cause is fixed. Nothing
+is dropped silently.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from typing import Any
+
+import faust
+import orjson
+
+from cdcapp.runtime.metrics import DEAD_LETTERS
+
+log = logging.getLogger(__name__)
+
+
+def dead_letter(stage: str, error: BaseException | str, *, topic: str, partition: int, offset: int,
+                key: bytes | None, value: bytes | None) -> dict[str, Any]:
+    return {
+        "stage": stage,
+        "error": error if isinstance(error, str) else f"{type(error).__name__}: {error}",
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "key_b64": base64.b64encode(key).decode() if key is not None else None,
+        "value_b64": base64.b64encode(value).decode() if value is not None else None,
+        "ts_ms": int(time.time() * 1000),
+    }
+
+
+async def send_dead_letter(dlq: faust.TopicT, event: faust.EventT, stage: str, error: BaseException | str) -> None:
+    message = event.message
+    letter = dead_letter(stage, error, topic=message.topic, partition=message.partition, offset=message.offset,
+                         key=message.key, value=message.value)
+    log.warning("dead letter from %s at %s[%s]@%s: %s", stage, message.topic, message.partition,
+                message.offset, letter["error"])
+    DEAD_LETTERS.labels(stage).inc()
+    await dlq.send(key=message.key, value=orjson.dumps(letter))

@@ -1,0 +1,101 @@
+"""Stage 3, the sink agent: ``<prefix>.sink`` -> ClickHouse, acknowledging only what is stored.
+
+The agent reads with acks off, hands each row to the pure ``Sink`` (buffer, flush policy, retries;
+``cdcapp.sink``) with its event as the token, and flushes when the policy says so, checked on
+every row and by a timer. ``Sink`` acknowledges the events only after their inserts returned.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import faust
+
+from cdcapp.clickhouse.client import ClickHouse
+from cdcapp.clickhouse.ddl import table_shapes
+from cdcapp.config import Settings
+from cdcapp.model.messages import BadMessage, decode_sink
+from cdcapp.model.spec import Spec
+from cdcapp.retry import Backoff
+from cdcapp.runtime.dlq import send_dead_letter
+from cdcapp.runtime.metrics import END_TO_END_LAG, SINK_BUFFERED, SINK_ERRORS, SINK_FLUSH_SECONDS, SINK_ROWS
+from cdcapp.runtime.topics import Topics
+from cdcapp.sink.buffer import BadSinkRow, SinkBuffer
+from cdcapp.sink.flush import Flushed, Sink
+from cdcapp.sink.policy import FlushPolicy
+
+log = logging.getLogger(__name__)
+
+EventSink = Sink[faust.EventT]
+
+
+class StreamAcks:
+    """Acknowledges flushed events on the sink agent's stream, known once the agent runs."""
+
+    stream: faust.StreamT | None = None
+
+    async def __call__(self, events: list[faust.EventT]) -> None:
+        if self.stream is None:
+            raise RuntimeError("the sink flushed events before its agent started")
+        for event in events:
+            await self.stream.ack(event)
+
+
+def build_sink(settings: Settings, spec: Spec, acks: StreamAcks) -> tuple[EventSink, ClickHouse]:
+    clickhouse = ClickHouse(settings.resolved_clickhouse_url, spec)
+
+    def on_error(exc: BaseException, attempt: int, delay: float) -> None:
+        SINK_ERRORS.inc()
+        log.error("ClickHouse insert failed (attempt %d), retrying in %.1fs: %s: %s",
+                  attempt, delay, type(exc).__name__, exc)
+
+    sink = Sink(clickhouse, SinkBuffer(table_shapes(spec)),
+                FlushPolicy(settings.flush_rows, settings.flush_interval_ms / 1000),
+                Backoff(0.2, settings.sink_retry_max_s), acks, clock=time.monotonic, on_error=on_error)
+    return sink, clickhouse
+
+
+def _observe(sink: EventSink, flushed: Flushed[faust.EventT] | None) -> None:
+    SINK_BUFFERED.set(len(sink.buffer))
+    if flushed is None:
+        return
+    SINK_FLUSH_SECONDS.observe(flushed.seconds)
+    stored_at_ms = time.time() * 1000
+    for ts in flushed.batch.timestamps:
+        if ts:
+            END_TO_END_LAG.observe(max(0.0, (stored_at_ms - ts) / 1000))
+    for shape, rows in flushed.batch.tables:
+        SINK_ROWS.labels(shape.name).inc(len(rows))
+
+
+def register(app: faust.App, topics: Topics, sink: EventSink, acks: StreamAcks, clickhouse: ClickHouse,
+             check_interval_s: float) -> None:
+    @app.agent(topics.sink, name="cdcapp.sink")
+    async def store(stream: faust.StreamT) -> None:
+        manual = stream.noack()
+        acks.stream = manual
+        async for event in manual.events():
+            try:
+                sink.add(decode_sink(event.key, event.value), event)
+            except (BadMessage, BadSinkRow) as exc:
+                await send_dead_letter(topics.dlq, event, "sink", exc)
+                await manual.ack(event)
+                continue
+            if sink.due():
+                _observe(sink, await sink.flush())
+
+    @app.timer(interval=check_interval_s, name="cdcapp.sink.flush-timer")
+    async def flush_when_old() -> None:
+        SINK_BUFFERED.set(len(sink.buffer))
+        if sink.due():
+            _observe(sink, await sink.flush())
+
+    @app.task
+    async def connect_clickhouse() -> None:
+        # Create tables and views before any row arrives; a ClickHouse that is down is retried
+        # by the first flush instead.
+        try:
+            await clickhouse.connect()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("ClickHouse not reachable at start (%s); the sink will retry", exc)

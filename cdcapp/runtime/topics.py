@@ -1,0 +1,96 @@
+"""Every Kafka topic the app reads or writes, with explicit names.
+
+=================================  ===========  ==============================================
+topic                              key          value
+=================================  ===========  ==============================================
+<source prefix>.<table>            Debezium     Debezium envelope (JSON, with/without schema)
+<prefix>.stage.<entity>            entity key   stage message (chg / sub / unsub / info)
+<prefix>.sink                      table|key    {"table", "row", "ts"} canonical row
+<prefix>.dlq                       source key   what could not be processed, and why
+<app_id>-<entity>-state-changelog  entity key   the stage's table (Faust changelog)
+=================================  ===========  ==============================================
+
+Entity keys are ``<source id>|<primary key...>`` (``postgres|42``) and are hashed by Kafka's
+default partitioner, so every message about one key - whoever sends it - lands in one partition
+of the stage topic, and the stage's tables (partitioned like that topic) hold it there.
+Names are explicit rather than derived from agent names, so renaming code orphans nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import faust
+
+from cdcapp.config import Settings
+from cdcapp.kafka_admin import TopicSpec, create_missing_topics, source_topic
+from cdcapp.model.spec import Spec
+
+log = logging.getLogger(__name__)
+
+
+def _raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
+    # internal=True makes Faust create the topic when missing (an existing one is left as it is),
+    # so a worker started before Debezium's first snapshot still subscribes to every topic.
+    return app.topic(
+        name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+        partitions=partitions, internal=True, allow_empty=True,
+    )
+
+
+@dataclass
+class Topics:
+    app: faust.App
+    sources: dict[str, faust.TopicT]  # entity -> Debezium topic
+    stages: dict[str, faust.TopicT]  # entity -> stage topic
+    sink: faust.TopicT
+    dlq: faust.TopicT
+
+    def __post_init__(self) -> None:
+        self.stage_names = {entity: topic.get_topic_name() for entity, topic in self.stages.items()}
+        self.sink_name = self.sink.get_topic_name()
+
+    async def send(self, topic: str, key: bytes, value: bytes) -> None:
+        """Hand a message to the producer, partitioned by key like every message of that key.
+
+        This skips ``Topic.send`` (futures, callbacks and sensors per message), which cost more
+        than the join itself; delivery is unchanged: Faust flushes the producer before it commits.
+        """
+        await self.app.producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
+
+    @classmethod
+    def declare(cls, app: faust.App, spec: Spec, settings: Settings) -> "Topics":
+        prefix, partitions = settings.internal_topic_prefix, settings.partitions
+        return cls(
+            app=app,
+            sources={
+                name: _raw_topic(app, entity.topic or source_topic(settings.source_topic_prefix, name), partitions)
+                for name, entity in spec.entities.items()
+            },
+            stages={name: _raw_topic(app, f"{prefix}.stage.{name}", partitions) for name in spec.entities},
+            sink=_raw_topic(app, f"{prefix}.sink", partitions),
+            dlq=_raw_topic(app, f"{prefix}.dlq", partitions),
+        )
+
+    def all_declared(self) -> list[faust.TopicT]:
+        return [*self.sources.values(), *self.stages.values(), self.sink, self.dlq]
+
+
+async def create_declared_topics(app: faust.App, topics: list[faust.TopicT], replication_factor: int) -> None:
+    """Create every topic and table changelog before the consumer group first assigns partitions.
+
+    Faust declares its topics itself, but concurrently with the first assignment: a topic created
+    a moment too late is left out of that assignment (\"Ignoring missing topic\") and its agent
+    idles until the next rebalance. Creating them up front closes that race.
+    """
+    wanted = [
+        TopicSpec(name, topic.partitions or app.conf.topic_partitions, replication_factor)
+        for topic in topics for name in topic.topics
+    ]
+    wanted += [
+        TopicSpec(table.changelog_topic.get_topic_name(), table.partitions or app.conf.topic_partitions,
+                  replication_factor, {"cleanup.policy": "compact"})
+        for table in app.tables.values()
+    ]
+    await create_missing_topics(",".join(f"{url.host}:{url.port}" for url in app.conf.broker), wanted)

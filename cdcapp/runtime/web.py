@@ -1,0 +1,73 @@
+"""Faust web views: a status page, per-key table state (routed to the owning worker), and a
+read-only query endpoint on the worker's ClickHouse target (the only way into an embedded chdb
+while its worker runs)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import faust
+import orjson
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from cdcapp.clickhouse.client import ClickHouse, ClickHouseUrl
+from cdcapp.model.spec import Spec
+from cdcapp.runtime.sink import EventSink
+from cdcapp.runtime.stage import StageTables
+
+_READ_ONLY = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|EXISTS)\b", re.IGNORECASE)
+
+
+def register(app: faust.App, spec: Spec, tables: dict[str, StageTables], sink: EventSink,
+             clickhouse: ClickHouse) -> None:
+    @app.page("/status/")
+    async def status(web: View, request: Request) -> Response:
+        assignment = sorted(f"{tp.topic}[{tp.partition}]" for tp in app.assignor.assigned_actives())
+        return web.json({
+            "app": app.conf.id,
+            "worker": f"{app.conf.web_host}:{app.conf.web_port}",
+            "clickhouse": ClickHouseUrl.parse(clickhouse.url).redacted(),
+            "tables": [d.table for d in spec.dimensions] + [f.table for f in spec.facts],
+            "assigned_partitions": assignment,
+            "sink": {
+                "buffered_rows": len(sink.buffer),
+                "rows_inserted": sink.rows_inserted,
+                "last_flush_age_s": round(sink.clock() - sink.last_flush_at, 3) if sink.last_flush_at else None,
+                "last_error": sink.last_error,
+            },
+        })
+
+    @app.page("/metrics")
+    async def metrics(web: View, request: Request) -> Response:
+        return web.bytes(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/sql/")
+    async def sql(web: View, request: Request) -> Response:
+        query = request.query.get("q", "")
+        if not _READ_ONLY.match(query) or ";" in query:
+            return web.json({"error": "only a single read-only statement (SELECT/WITH/SHOW/...)"}, status=400)
+        try:
+            rows = await clickhouse.query(query)
+        except Exception as exc:  # noqa: BLE001 - reported to the caller, not raised in the worker
+            return web.json({"error": f"{type(exc).__name__}: {exc}"}, status=500)
+        return web.bytes(orjson.dumps({"data": rows}, default=str), content_type="application/json")
+
+    for entity, entity_tables in tables.items():
+        _register_state_view(app, entity, entity_tables)
+
+
+def _register_state_view(app: faust.App, entity: str, entity_tables: StageTables) -> None:
+    @app.page(f"/state/{entity}/{{key}}/", name=f"state-{entity}")
+    @app.table_route(table=entity_tables.state, match_info="key")
+    async def state(web: View, request: Request, key: str) -> Response:
+        raw = entity_tables.state.get(key.encode())
+        subs = entity_tables.subscribers.get(key.encode())
+        body: dict[str, Any] = {
+            "entity": entity,
+            "key": key,
+            "state": orjson.loads(raw) if raw is not None else None,
+            "subscribers": orjson.loads(subs) if subs is not None else {},
+        }
+        return web.json(body)

@@ -1,0 +1,191 @@
+"""SQLite change capture, inside the database: triggers append every row change to a log.
+
+SQLite has no replication stream for Debezium to read, so capture happens inside the
+database. AFTER INSERT/UPDATE/DELETE triggers append each row change to ``_cdc_log`` in the
+same transaction as the change: a rolled-back transaction leaves nothing, a committed one
+cannot lose its log rows. The triggers are generated from ``PRAGMA table_info`` at install
+time (``install`` again after altering a captured table). An update that changes the primary
+key is logged as a delete of the old key and a create of the new one, as Debezium does.
+
+Limits: ``INSERT OR REPLACE`` removes conflicting rows without firing delete triggers
+(unless the application enables ``recursive_triggers``); ``WITHOUT ROWID`` tables work,
+tables without a declared primary key are refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cdcapp.sources.connections import connect_sqlite, immediate_transaction
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TABLES = ("customers", "products", "orders", "order_items")
+LOG_TABLE = "_cdc_log"
+STATE_TABLE = "_cdc_state"
+TRIGGER_PREFIX = "_cdc_"
+
+# Exact milliseconds; julianday() arithmetic would round through a double.
+_NOW_MS_SQL = "(CAST(strftime('%s','now') AS INTEGER) * 1000 + CAST(substr(strftime('%f','now'), 4) AS INTEGER))"
+
+_LOG_DDL = f"""
+CREATE TABLE IF NOT EXISTS {LOG_TABLE} (
+    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+    tbl    TEXT    NOT NULL,
+    op     TEXT    NOT NULL CHECK (op IN ('c', 'u', 'd')),
+    pk     TEXT    NOT NULL,
+    before TEXT,
+    after  TEXT,
+    ts_ms  INTEGER NOT NULL
+)"""
+
+_STATE_DDL = f"""
+CREATE TABLE IF NOT EXISTS {STATE_TABLE} (
+    id            INTEGER PRIMARY KEY CHECK (id = 1),
+    source_id     TEXT    NOT NULL,
+    tables        TEXT    NOT NULL,
+    snapshot_done INTEGER NOT NULL,
+    snapshot_seq  INTEGER NOT NULL,
+    published_seq INTEGER NOT NULL,
+    updated_ms    INTEGER NOT NULL
+)"""
+
+
+class CaptureError(RuntimeError):
+    pass
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    name: str
+    columns: tuple[str, ...]
+    key: tuple[str, ...]
+
+    def image_sql(self, alias: str = "") -> str:
+        """``json_object(...)`` of the whole row, as stored in the log and sent as before/after."""
+        return self._json_object(self.columns, alias)
+
+    def key_sql(self, alias: str = "") -> str:
+        return self._json_object(self.key, alias)
+
+    @staticmethod
+    def _json_object(columns: Iterable[str], alias: str) -> str:
+        prefix = f"{alias}." if alias else ""
+        return "json_object(" + ", ".join(f"{_literal(c)}, {prefix}{quote_ident(c)}" for c in columns) + ")"
+
+
+def read_table_info(conn: sqlite3.Connection, table: str) -> TableInfo:
+    rows = conn.execute(f"PRAGMA table_info({quote_ident(table)})").fetchall()
+    if not rows:
+        raise CaptureError(f"no table {table!r} in the database")
+    key = tuple(name for *_, name in sorted((pk, name) for _, name, _, _, _, pk in rows if pk))
+    if not key:
+        raise CaptureError(f"table {table!r} has no primary key; capture needs one to key its events")
+    return TableInfo(table, tuple(r[1] for r in rows), key)
+
+
+def _log_insert(info: TableInfo, op: str, key_alias: str, before: str | None, after: str | None) -> str:
+    return (
+        f"INSERT INTO {LOG_TABLE} (tbl, op, pk, before, after, ts_ms) VALUES ("
+        f"{_literal(info.name)}, '{op}', {info.key_sql(key_alias)}, "
+        f"{info.image_sql(before) if before else 'NULL'}, {info.image_sql(after) if after else 'NULL'}, "
+        f"{_NOW_MS_SQL});"
+    )
+
+
+def trigger_sql(info: TableInfo) -> list[str]:
+    t = quote_ident(info.name)
+    same_key = " AND ".join(f"OLD.{quote_ident(c)} IS NEW.{quote_ident(c)}" for c in info.key)
+
+    def name(suffix: str) -> str:
+        return quote_ident(f"{TRIGGER_PREFIX}{info.name}_{suffix}")
+
+    return [
+        f"CREATE TRIGGER {name('insert')} AFTER INSERT ON {t} BEGIN "
+        f"{_log_insert(info, 'c', 'NEW', None, 'NEW')} END",
+        f"CREATE TRIGGER {name('update')} AFTER UPDATE ON {t} WHEN {same_key} BEGIN "
+        f"{_log_insert(info, 'u', 'NEW', 'OLD', 'NEW')} END",
+        f"CREATE TRIGGER {name('rekey')} AFTER UPDATE ON {t} WHEN NOT ({same_key}) BEGIN "
+        f"{_log_insert(info, 'd', 'OLD', 'OLD', None)} {_log_insert(info, 'c', 'NEW', None, 'NEW')} END",
+        f"CREATE TRIGGER {name('delete')} AFTER DELETE ON {t} BEGIN "
+        f"{_log_insert(info, 'd', 'OLD', 'OLD', None)} END",
+    ]
+
+
+def _capture_triggers(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+    """(trigger, table) of every capture trigger: those that write to the change log."""
+    return conn.execute(
+        "SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger' AND name GLOB ? AND sql LIKE ?",
+        (f"{TRIGGER_PREFIX}*", f"%{LOG_TABLE}%"),
+    ).fetchall()
+
+
+def open_existing(db: Path) -> sqlite3.Connection:
+    # sqlite3 would create an empty database for a mistyped path.
+    if not Path(db).is_file():
+        raise CaptureError(f"no database at {db}")
+    return connect_sqlite(db)
+
+
+def install(db: Path, tables: Sequence[str] = DEFAULT_TABLES) -> list[TableInfo]:
+    """Create the log and state tables and (re)create the triggers of exactly ``tables``.
+
+    One write transaction, so the application's changes are either all before the
+    triggers exist (and the snapshot covers them) or all captured.
+    """
+    conn = open_existing(db)
+    try:
+        with immediate_transaction(conn):
+            infos = [read_table_info(conn, t) for t in tables]
+            conn.execute(_LOG_DDL)
+            conn.execute(_STATE_DDL)
+            for trigger, _ in _capture_triggers(conn):
+                conn.execute(f"DROP TRIGGER {quote_ident(trigger)}")
+            for info in infos:
+                for statement in trigger_sql(info):
+                    conn.execute(statement)
+    finally:
+        conn.close()
+    log.info("capture installed on %s for %s", db, ", ".join(tables))
+    return infos
+
+
+def uninstall(db: Path) -> None:
+    """Drop the capture triggers, the change log and the relay state."""
+    conn = open_existing(db)
+    try:
+        with immediate_transaction(conn):
+            for trigger, _ in _capture_triggers(conn):
+                conn.execute(f"DROP TRIGGER {quote_ident(trigger)}")
+            conn.execute(f"DROP TABLE IF EXISTS {LOG_TABLE}")
+            conn.execute(f"DROP TABLE IF EXISTS {STATE_TABLE}")
+    finally:
+        conn.close()
+    log.info("capture removed from %s", db)
+
+
+def captured_tables(conn: sqlite3.Connection) -> list[TableInfo]:
+    """The tables with capture triggers, parents before children (snapshot order)."""
+    names = sorted({table for _, table in _capture_triggers(conn)})
+    parents = {
+        name: {row[2] for row in conn.execute(f"PRAGMA foreign_key_list({quote_ident(name)})")} & set(names) - {name}
+        for name in names
+    }
+    ordered: list[str] = []
+    while len(ordered) < len(names):
+        ready = [n for n in names if n not in ordered and parents[n] <= set(ordered)]
+        # A foreign-key cycle has no parent-first order; take the rest alphabetically.
+        ordered.extend(ready or [n for n in names if n not in ordered])
+    return [read_table_info(conn, n) for n in ordered]

@@ -1,0 +1,67 @@
+"""A pipeline of its own on the shared stack: a fresh namespace (consumer group, internal topics,
+ClickHouse database) and its workers as child processes. The end-to-end tests and the benchmark
+run pipelines this way, side by side with anything else on the stack."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cdcapp.config import Settings
+from cdcapp.model.spec import Spec, load_spec
+from cdcapp.tools.verify import Report, verify
+from cdcapp.tools.worker_process import WorkerProcess
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Pipeline:
+    settings: Settings
+    env: dict[str, str]
+    log_dir: Path
+    spec: Spec = field(default_factory=load_spec)
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    @classmethod
+    def fresh(cls, base: Settings, log_dir: Path, clickhouse_url: str | None = None, prefix: str = "t",
+              **overrides: str) -> "Pipeline":
+        namespace = f"{prefix}{uuid.uuid4().hex[:10]}"
+        url = clickhouse_url or f"clickhouse://default@127.0.0.1:{base.clickhouse_port}/{namespace}"
+        env = {
+            "CDCAPP_APP_ID": namespace,
+            "CDCAPP_INTERNAL_TOPIC_PREFIX": namespace,
+            "CDCAPP_CLICKHOUSE_URL": url,
+            "CDCAPP_STATE_DIR": str(base.state_path),
+            "CDCAPP_STORE": "rocksdb://",
+            "CDCAPP_SOURCE_TOPIC_PREFIX": base.source_topic_prefix,
+            "CDCAPP_PG_DB": base.pg_db,
+            **overrides,
+        }
+        settings = base.model_copy(update={"app_id": namespace, "internal_topic_prefix": namespace,
+                                           "clickhouse_url": url})
+        return cls(settings, env, log_dir)
+
+    def start_worker(self, wait: bool = True) -> WorkerProcess:
+        port = free_port()
+        worker = WorkerProcess(self.env, port, self.log_dir / f"{self.settings.app_id}-worker-{port}.log").start()
+        self.workers.append(worker)
+        if wait:
+            worker.wait_ready()
+        return worker
+
+    def verify(self, kind: str, source_id: str | None = None, sqlite_path: Path | None = None,
+               wait_s: float = 600.0) -> Report:
+        live = [w for w in self.workers if w.process and w.process.poll() is None]
+        worker_url = live[0].url if live and self.settings.resolved_clickhouse_url.startswith("chdb") else None
+        return verify(self.settings, self.spec, kind, source_id, sqlite_path, wait_s=wait_s, worker_url=worker_url)
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
