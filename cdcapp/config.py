@@ -36,6 +36,10 @@ class Settings(BaseSettings):
         default=None,
         description="Faust data dir (RocksDB). One per worker; default <state_dir>/workers/<app_id>-<web_port>.",
     )
+    batch_linger_ms: int = Field(
+        default=20, ge=0, description="How long an agent gathers events into one batch: the latency a hop may "
+        "add, in exchange for sharing per-record costs under load.",
+    )
     web_port: int = Field(default=6066, description="Faust web port (views, /metrics). One per worker.")
     web_host: str = Field(default="127.0.0.1", description="Faust web bind and advertised host.")
     spec_path: Path | None = Field(default=None, description="Pipeline spec YAML; default: built-in e-commerce.")
@@ -47,7 +51,7 @@ class Settings(BaseSettings):
         "Empty means chdb under <state_dir>/chdb.",
     )
     flush_rows: int = Field(default=10_000, ge=1, description="Flush the sink buffer at this many rows...")
-    flush_interval_ms: int = Field(default=500, ge=1, description="...or when its oldest row is this old.")
+    flush_interval_ms: int = Field(default=200, ge=1, description="...or when its oldest row is this old.")
     sink_retry_max_s: float = Field(default=30.0, description="Longest backoff between ClickHouse retries.")
 
     # --- Sources (verify, generate and the demo connect to them; the connector configs use them)

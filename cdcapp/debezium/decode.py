@@ -71,7 +71,7 @@ class Change:
     table: str
     #: "c", "u", "d" or "r"
     op: str
-    #: primary-key columns from the key message, else ``pk_columns`` of after (before for deletes)
+    #: ``pk_columns`` of after (before for deletes), else the primary-key columns of the key message
     key: dict[str, Any]
     before: dict[str, Any] | None
     after: dict[str, Any] | None
@@ -213,6 +213,12 @@ def _key(
     columns: Columns,
     toast: bool,
 ) -> dict[str, Any]:
+    if isinstance(pk_columns, str):
+        pk_columns = (pk_columns,)
+    if row is not None and all(column in row and row[column] is not UNAVAILABLE for column in pk_columns):
+        # The row carries the key already decoded (PostgreSQL's default replica identity keeps it
+        # in a delete's before image): parsing the key message again would only cost time.
+        return {column: row[column] for column in pk_columns}
     if key is not None:
         schema, payload = _unwrap(_loads(key, "key"), "key")
         if payload is not None:
@@ -224,8 +230,6 @@ def _key(
             return _convert_row(payload, _typed(read, columns, schemaless=False), "key", toast)
     if row is None:
         raise DecodeError("key: no key message and no before/after row to take pk_columns from")
-    if isinstance(pk_columns, str):
-        pk_columns = (pk_columns,)
     try:
         return {column: row[column] for column in pk_columns}
     except KeyError as exc:

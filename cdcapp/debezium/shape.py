@@ -13,13 +13,13 @@ import orjson
 
 from cdcapp.debezium.decode import UNAVAILABLE, Change, DecodeError, decode
 from cdcapp.model import messages
-from cdcapp.model.messages import UNAVAILABLE_MARK, entity_key
+from cdcapp.model.messages import UNAVAILABLE_MARK, Message, entity_key
 from cdcapp.model.spec import Spec
 from cdcapp.model.types import ColumnType
 
 
 class ChangeShaper:
-    """Decoded change -> (entity key, stage message), values canonical for the entity's types."""
+    """Decoded change -> its ``chg`` stage message, keyed by its entity key."""
 
     def __init__(self, spec: Spec, entity: str) -> None:
         self.entity = entity
@@ -30,7 +30,7 @@ class ChangeShaper:
         """The change with the entity's columns already canonical for their types."""
         return decode(key, value, columns=self.types, pk_columns=self.key_columns)
 
-    def shape(self, change: Change) -> tuple[str, dict[str, Any]]:
+    def shape(self, change: Change) -> Message:
         try:
             key_values = [self._canonical(c, change.key[c]) for c in self.key_columns]
         except KeyError as exc:
@@ -39,8 +39,8 @@ class ChangeShaper:
         if image is None and change.op != "d":
             raise DecodeError(f"{change.op!r} event for {self.entity} has no 'after' image")
         row = {c: self._canonical(c, v) for c, v in image.items()} if image is not None else None
-        return entity_key(change.source, key_values), messages.change(change.op, row, change.position,
-                                                                        change.source_ts_ms)
+        return messages.change(entity_key(change.source, key_values), change.op, row, change.position,
+                               change.source_ts_ms)
 
     def _canonical(self, column: str, value: Any) -> Any:
         if value is UNAVAILABLE:

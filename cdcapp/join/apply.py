@@ -1,74 +1,103 @@
-"""Applying one stage message to a stage's store: the one rule that production and tests share.
+"""Applying a batch of stage messages to a stage's store: the one rule that production and the
+property tests share.
 
-``EntityStage.process`` is pure; ``apply`` reads the key's state from a ``StageStore``, runs it,
-writes back what changed and returns the outputs for the caller to deliver (to Kafka in
-``cdcapp.runtime.stage``, to in-memory queues in ``cdcapp.join.router``).
+A batch holds messages for keys of one partition of one entity's stage. Its messages are grouped
+per key, in order; each group is one state transition (``EntityStage.process``) read once from
+and written once to the store. Broadcasts are expanded afterwards over the parent's subscription
+entries, streamed in chunks of at most ``chunk`` children per message, so a parent with a million
+children needs neither a value nor a message that grows with them.
 """
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import orjson
-
-from cdcapp.join.engine import EntityStage, Result, State, Subscribers
+from cdcapp.join.engine import Broadcast, EntityStage, Send, State
+from cdcapp.model import messages
+from cdcapp.model.messages import Message, SinkRow
 
 
 class StageStore(Protocol):
-    """One entity's state and subscriber lists, read and written under the key being processed."""
+    """One entity's state, and the subscription entries of its rows as parents, for one partition."""
 
-    def state(self, key: str) -> State | None: ...
+    def get(self, key: str) -> State | None: ...
 
-    def subscribers(self, key: str) -> Subscribers: ...
+    def put(self, key: str, state: State) -> None: ...
 
-    def put_state(self, key: str, state: State) -> None: ...
+    def subscribe(self, parent: str, child_entity: str, ref: str, child_key: str, on: bool) -> None: ...
 
-    def put_subscribers(self, key: str, subscribers: Subscribers) -> None: ...
-
-    def delete_subscribers(self, key: str) -> None: ...
-
-
-def apply(stage: EntityStage, store: StageStore, key: str, message: dict[str, Any]) -> Result:
-    subscribers = store.subscribers(key)
-    had_subscribers = bool(subscribers)
-    result = stage.process(key, message, store.state(key), subscribers)
-    if result.outcome == "stale":
-        return result
-    if result.state is not None:
-        store.put_state(key, result.state)
-    if message["t"] in ("sub", "unsub"):
-        if result.subscribers:
-            store.put_subscribers(key, result.subscribers)
-        elif had_subscribers:
-            store.delete_subscribers(key)
-    return result
+    def children(self, parent: str) -> Iterator[tuple[str, str, str]]:
+        """(child entity, ref, child key) of every subscription entry of ``parent``."""
+        ...
 
 
-class BytesStageStore:
-    """A ``StageStore`` over two mappings of key bytes to orjson bytes, as the Faust tables hold them.
+@dataclass
+class BatchResult:
+    sends: list[Send] = field(default_factory=list)
+    rows: list[SinkRow] = field(default_factory=list)
+    broadcasts: list[Broadcast] = field(default_factory=list)
+    #: groups that raised, with the exception: their key's state is left as it was
+    failed: list[tuple[str, list[Message], Exception]] = field(default_factory=list)
+    #: (message type, outcome) -> messages. Outcomes: applied; duplicate (delivered again); stale
+    #: (older than what the state holds); orphan (an info from a parent the row does not point
+    #: at); noop (an answer that the parent has no version yet)
+    outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
 
-    Production passes the stage's two Faust tables; tests pass dicts. Values are encoded on every
-    write, so nothing the engine keeps mutating leaks into the store.
-    """
 
-    def __init__(self, states: MutableMapping[bytes, bytes], subscribers: MutableMapping[bytes, bytes]) -> None:
-        self.states = states
-        self.subs = subscribers
+def by_key(batch: Iterable[Message]) -> tuple[dict[str, list[Message]], list[Any]]:
+    """The messages per receiving key, in order, and those that name no key."""
+    groups: dict[str, list[Message]] = {}
+    malformed = []
+    for message in batch:
+        keys = message.get("k") if message.__class__ is dict else None
+        if keys.__class__ is str:
+            groups.setdefault(keys, []).append(message)
+        elif keys.__class__ is list:  # an info for several children of one parent
+            for key in keys:
+                groups.setdefault(key, []).append(message)
+        else:
+            malformed.append(message)
+    return groups, malformed
 
-    def state(self, key: str) -> State | None:
-        raw = self.states.get(key.encode())
-        return orjson.loads(raw) if raw is not None else None
 
-    def subscribers(self, key: str) -> Subscribers:
-        raw = self.subs.get(key.encode())
-        return orjson.loads(raw) if raw is not None else {}
+def apply_batch(stage: EntityStage, store: StageStore, batch: Iterable[Message]) -> BatchResult:
+    out = BatchResult()
+    groups, malformed = by_key(batch)
+    if malformed:
+        out.failed.append(("?", malformed, ValueError("stage messages without a key")))
+    for key, group in groups.items():
+        try:
+            result = stage.process(key, store.get(key), group, out.outcomes)
+        except Exception as exc:  # noqa: BLE001 - one poison group must not stop the partition
+            out.failed.append((key, group, exc))
+            continue
+        if result.changed:
+            store.put(key, result.state)
+        for sub in result.subscriptions:
+            store.subscribe(key, sub.child_entity, sub.ref, sub.child_key, sub.on)
+        out.sends.extend(result.sends)
+        out.rows.extend(result.rows)
+        if result.broadcast is not None:
+            out.broadcasts.append(result.broadcast)
+    return out
 
-    def put_state(self, key: str, state: State) -> None:
-        self.states[key.encode()] = orjson.dumps(state)
 
-    def put_subscribers(self, key: str, subscribers: Subscribers) -> None:
-        self.subs[key.encode()] = orjson.dumps(subscribers)
+def expand(broadcast: Broadcast, store: StageStore, partition_of: Callable[[str], int],
+           chunk: int = 1000) -> Iterator[Send]:
+    """The broadcast as ``info`` messages, one per (child entity, ref, partition) and chunk."""
+    pending: dict[tuple[str, str, int], list[str]] = {}
+    for child_entity, ref, child_key in store.children(broadcast.key):
+        slot = (child_entity, ref, partition_of(child_key))
+        keys = pending.setdefault(slot, [])
+        keys.append(child_key)
+        if len(keys) >= chunk:
+            yield _info(broadcast, child_entity, ref, pending.pop(slot))
+    for (child_entity, ref, _), keys in pending.items():
+        yield _info(broadcast, child_entity, ref, keys)
 
-    def delete_subscribers(self, key: str) -> None:
-        del self.subs[key.encode()]
+
+def _info(broadcast: Broadcast, child_entity: str, ref: str, keys: list[str]) -> Send:
+    return Send(child_entity, keys[0],
+                messages.info(keys, ref, broadcast.key, broadcast.view, broadcast.version, broadcast.ts_ms))

@@ -3,25 +3,35 @@
 Every entity of the spec (customers, products, orders, order_items...) is a *stage* whose state
 is partitioned by the entity's own key. A stage keeps, per key:
 
-- the latest row image and its source position (``pos``), or that it was deleted;
-- for each reference to a parent entity: the parent key the row points at, and the parent's
-  *view* (the parent's row joined with its own parents, recursively) with the parent's version;
+- the latest row image and its source position (``pos``), and whether the row is live;
+- for each reference it follows (``cdcapp.join.plan``): the parent key the row points at, the
+  parent's *view* (the parent's projection joined with its own parents, recursively) with the
+  parent's version, and the parent it pointed at before (``prev``, to repeat an unsubscription);
 - ``v``, the version of its own view: never decreasing, ``max(pos, parents' v, previous v)``.
 
-Parents keep the list of children that *subscribed* to them. A child sends ``sub`` to a parent
-when its foreign key starts pointing at it and ``unsub`` when it stops; the parent answers a
-``sub`` with its current view and sends every later change of its view to all subscribers
-(``info``). A child drops an ``info`` from a parent it no longer points at, or one older than
-the one it holds, so late messages of a previous foreign key never win. Deleting a row, or a
-missing parent, makes the view ``None`` (inner join); the fact row then becomes a deleted row.
+Parents keep one subscription entry per (parent, child entity, reference, child): a child sends
+``sub`` when its foreign key starts pointing at a parent and ``unsub`` when it stops. A parent
+tells its subscribers its view when the view changes (a *broadcast*, expanded by the caller over
+the subscription entries, however many there are), and answers a new subscriber with it. A child
+takes an ``info`` only from the parent it points at now, and only if it is not older than what
+it holds, so late messages of a previous foreign key never win; an ``info`` from a parent it no
+longer points at is answered with an ``unsub``, which heals a subscription whose ``unsub`` was
+lost. Deleting a row, or a missing parent, makes the view ``None`` (inner join); the fact row
+then becomes a deleted row.
 
-Every message of one (sender key -> receiver key) pair travels through one Kafka partition, so
-it arrives in order; nothing else is assumed about ordering across topics. Re-delivered own
-changes (same position) re-emit everything they caused, so at-least-once delivery after a crash
-cannot leave a message lost between the changelog write and the producer flush.
+Messages are processed per key in *groups*: all the messages of a batch for one key, in order,
+as one state transition. What a group emits is computed from the state before and after it, so
+it equals what the messages one by one would have left in ClickHouse and in the children: the
+last view, the last fact row, the net subscriptions.
+
+Every message of one (sender key -> receiver key) pair travels through one Kafka partition, so it
+arrives in order. A change delivered again with its position (a replay after a crash: the state
+was saved, its outputs maybe not) re-emits everything the current state implies - subscriptions,
+the unsubscription from the previous parent, the dimension row, the fact row (live or deleted)
+and the view - and an ``info`` delivered again re-emits the fact row and the view.
 
 This module is pure: messages in, new state and outputs out (the wire format is
-``cdcapp.model.messages``); ``cdcapp.runtime`` runs it over Kafka and Faust tables.
+``cdcapp.model.messages``); ``cdcapp.join.apply`` runs it against a store.
 """
 
 from __future__ import annotations
@@ -29,228 +39,281 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from cdcapp.join.plan import EntityPlan
 from cdcapp.model import messages
-from cdcapp.model.messages import UNAVAILABLE_MARK, SinkRow, entity_key, source_of
-from cdcapp.model.spec import Spec, compile_measure
-from cdcapp.model.types import ColumnType, parse_type
+from cdcapp.model.messages import UNAVAILABLE_MARK, Message, SinkRow, entity_key, source_of
 
 NO_VERSION = -1
 
 State = dict[str, Any]
-Subscribers = dict[str, list[str]]
 
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    """A message for another stage (``entity``), keyed by that stage's key."""
+    """A message for another stage (``entity``), for its key ``key``."""
 
     entity: str
     key: str
-    message: dict[str, Any]
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    """The view of ``key`` at ``version`` for every child subscribed to it now."""
+
+    key: str
+    view: dict[str, Any] | None
+    version: int
+    ts_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """Add (``on``) or remove a subscription entry of the parent being processed."""
+
+    child_entity: str
+    ref: str
+    child_key: str
+    on: bool
 
 
 @dataclass(slots=True)
-class Result:
+class GroupResult:
     state: State | None
-    subscribers: Subscribers
-    outputs: list[Send | SinkRow] = field(default_factory=list)
-    outcome: str = "applied"  # applied | duplicate | stale
-
-
-class _FactShape:
-    def __init__(self, spec: Spec, table: str, entity: str, columns: dict[str, str], measures: dict) -> None:
-        self.table = table
-        self.paths = [(name, *spec.resolve_path(entity, path)) for name, path in columns.items()]
-        self.measures = [
-            (name, compile_measure(m.expr, set(columns)), parse_type(m.type)) for name, m in measures.items()
-        ]
-        self.key_paths = {name: path for name, path in columns.items() if path in spec.entities[entity].key}
-
-    def row(self, view: dict[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name, refs, column, _ in self.paths:
-            node = view
-            for ref in refs:
-                node = node["refs"][ref]
-            out[name] = node["row"][column]
-        for name, compute, column_type in self.measures:
-            out[name] = column_type.canonical(compute(out))
-        return out
-
-    def deleted_row(self, root_row: dict[str, Any]) -> dict[str, Any]:
-        """Only the key matters in a deleted row; the rest is filler of the right type."""
-        out = {name: column_type.default for name, _, _, column_type in self.paths}
-        out.update({name: column_type.default for name, _, column_type in self.measures})
-        out.update({name: root_row[path] for name, path in self.key_paths.items()})
-        return out
+    #: the state differs from the one read: store it
+    changed: bool
+    sends: list[Send] = field(default_factory=list)
+    rows: list[SinkRow] = field(default_factory=list)
+    subscriptions: list[Subscription] = field(default_factory=list)
+    broadcast: Broadcast | None = None
 
 
 class EntityStage:
     """The state machine of one entity. One instance serves every key of that entity."""
 
-    def __init__(self, spec: Spec, entity: str) -> None:
-        self.entity = entity
-        self.refs = spec.entities[entity].refs
-        self.children = spec.children[entity]
-        self.column_types: dict[str, ColumnType] = spec.column_types(entity)
-        self.dimensions = [d.table for d in spec.dimensions if d.entity == entity]
-        self.facts = [
-            _FactShape(spec, f.table, entity, f.columns, f.measures) for f in spec.facts if f.entity == entity
-        ]
+    def __init__(self, plan: EntityPlan) -> None:
+        self.entity = plan.name
+        self.plan = plan
+        self.refs = plan.join_refs
+        self.column_types = plan.columns
+        self.has_children = bool(plan.children)
 
-    # ---------------------------------------------------------------- entry point
-    def process(self, key: str, message: dict[str, Any], state: State | None, subscribers: Subscribers) -> Result:
-        kind = message["t"]
-        if kind == "chg":
-            return self._on_change(key, message, state, subscribers)
-        if kind == "info":
-            return self._on_info(key, message, state, subscribers)
-        if kind == "sub":
-            return self._on_subscribe(key, message, state, subscribers)
-        if kind == "unsub":
-            return self._on_unsubscribe(message, state, subscribers)
-        raise ValueError(f"unknown stage message type {kind!r}")
+    # ------------------------------------------------------------------ views
+    def view(self, state: State | None) -> dict[str, Any] | None:
+        """What children get of this row: its projection joined with its parents' views."""
+        if state is None or not state["live"]:
+            return None
+        slots = state["refs"]
+        for name in self.refs:
+            if slots[name]["view"] is None:
+                return None
+        row = state["row"]
+        return {"row": {c: row.get(c) for c in self.plan.projection},
+                "refs": {name: slots[name]["view"] for name in self.plan.exported_refs}}
 
-    # ---------------------------------------------------------------- own changes
-    def _on_change(self, key: str, msg: dict[str, Any], state: State | None, subs: Subscribers) -> Result:
-        state = state or self._new_state(key)
-        pos, ts = msg["pos"], msg["ts"]
-        if pos < state["pos"]:
-            return Result(state, subs, outcome="stale")
-        outputs: list[Send | SinkRow] = []
-        if pos == state["pos"]:
-            outcome = "duplicate"
-            outputs.extend(self._resubscribe(key, state, ts))
-        else:
-            outcome = "applied"
-            live = msg["op"] != "d"
-            previous = state["row"]
-            if live:
-                state["row"] = _merge_unavailable(msg["row"], previous)
-            elif previous is None and msg["row"]:
-                state["row"] = msg["row"]
-            state["live"] = live
-            state["pos"] = pos
-            state["v"] = max(state["v"], pos)
-            outputs.extend(self._follow_foreign_keys(key, state, ts))
-        outputs.extend(self._dimension_rows(key, state, ts))
-        outputs.extend(self._propagate(key, state, subs, ts, force=outcome == "duplicate"))
-        return Result(state, subs, outputs, outcome)
+    def _fact_rows(self, state: State | None) -> list[dict[str, Any] | None]:
+        if not self.plan.facts:
+            return []
+        if state is None or not state["live"] or any(state["refs"][n]["view"] is None for n in self.refs):
+            return [None] * len(self.plan.facts)
+        refs = {name: state["refs"][name]["view"] for name in self.refs}
+        return [fact.row(state["row"], refs) for fact in self.plan.facts]
 
-    def _new_state(self, key: str) -> State:
+    def _new_state(self) -> State:
         return {
-            "row": None,
-            "live": False,
-            "pos": NO_VERSION,
-            "v": NO_VERSION,
-            "refs": {name: {"key": None, "view": None, "v": NO_VERSION} for name in self.refs},
-            "view_live": False,
-            "facts": {},
+            "row": None, "live": False, "pos": NO_VERSION, "v": NO_VERSION,
+            "refs": {name: {"key": None, "view": None, "v": NO_VERSION, "prev": None} for name in self.refs},
         }
 
-    def _follow_foreign_keys(self, key: str, state: State, ts: int) -> list[Send]:
-        outputs: list[Send] = []
+    # ------------------------------------------------------------------ a group
+    def process(self, key: str, state: State | None, group: list[Message],
+                outcomes: dict[tuple[str, str], int] | None = None) -> GroupResult:
+        """One group: the messages of a batch for ``key``, in order. Counts each message's
+        outcome in ``outcomes`` under (type, outcome)."""
+        if outcomes is None:
+            outcomes = {}
+        before = state
+        state = _copy(state) if state is not None else self._new_state()
+        parents: dict[tuple[str, str], str] = {}  # (ref, parent key) -> last of "sub" / "unsub"
+        subscriptions: dict[tuple[str, str, str], bool] = {}
+        new_subscribers: list[tuple[str, str, str]] = []
+        own_applied = replayed = info_applied = info_replayed = False
+        # What children and ClickHouse hold may be any state this group passes through, not only
+        # the one it starts from: a crash can lose the state of batches whose outputs were sent,
+        # and their replay then arrives as one group. So outputs follow every intermediate state
+        # that differs from the start, and the final one supersedes them all. (Tracked from the
+        # first message that changes the state: a group of subscriptions only leaves it be.)
+        views: _Tracked | None = None
+        facts: list[_Tracked] = []
+        tracking = False
+        ts = 0
+        for message in group:
+            message_ts = message.get("ts") or 0
+            if message_ts > ts:
+                ts = message_ts
+            kind = message["t"]
+            if kind == "chg":
+                outcome = self._on_change(key, state, message, parents)
+                own_applied |= outcome == "applied"
+                replayed |= outcome == "duplicate"
+            elif kind == "info":
+                outcome = self._on_info(state, message, parents)
+                info_applied |= outcome == "applied"
+                info_replayed |= outcome == "duplicate"
+            elif kind == "sub" or kind == "unsub":
+                entry = (message["c"], message["r"], message["ck"])
+                subscriptions[entry] = kind == "sub"
+                if kind == "sub":
+                    new_subscribers.append(entry)
+                outcomes[kind, "applied"] = outcomes.get((kind, "applied"), 0) + 1
+                continue
+            else:
+                raise ValueError(f"unknown stage message type {kind!r}")
+            outcomes[kind, outcome] = outcomes.get((kind, outcome), 0) + 1
+            if outcome == "applied":
+                if not tracking:
+                    tracking = True
+                    views = _Tracked(self.view(before)) if self.has_children else None
+                    facts = [_Tracked(row) for row in self._fact_rows(before)]
+                if views is not None:
+                    views.see(self.view(state))
+                if facts and not all(f.dirty for f in facts):
+                    for tracked, row in zip(facts, self._fact_rows(state)):
+                        tracked.see(row)
+
+        result = GroupResult(state, own_applied or info_applied)
+        if replayed:
+            self._resubscribe(state, parents)
+        if parents:
+            for (ref, parent_key), kind in parents.items():
+                result.sends.append(Send(self.refs[ref].entity, parent_key,
+                                         messages.subscription(kind, parent_key, self.entity, ref, key, ts)))
+        if subscriptions:
+            result.subscriptions = [Subscription(c, r, k, on) for (c, r, k), on in subscriptions.items()]
+        force = replayed or info_replayed
+        if own_applied or force or tracking:
+            source = source_of(key)
+            if own_applied or replayed:
+                result.rows.extend(self._dimension_rows(key, state, source, ts))
+            if self.plan.facts:
+                if not tracking:
+                    facts = [_Tracked(None) for _ in self.plan.facts]
+                self._fact_outputs(key, state, facts, source, ts, force, result)
+        if self.has_children and (force or (views is not None and views.dirty) or new_subscribers):
+            view = self.view(state)
+            if force or (views is not None and views.dirty):
+                result.broadcast = Broadcast(key, view, state["v"], ts)
+            else:
+                for child_entity, ref, child_key in new_subscribers:
+                    if subscriptions[(child_entity, ref, child_key)]:
+                        result.sends.append(Send(child_entity, child_key, messages.info(
+                            [child_key], ref, key, view, state["v"] if before else NO_VERSION, ts)))
+        if not result.changed and before is None:
+            result.state = None
+        return result
+
+    # ------------------------------------------------------------------ own changes
+    def _on_change(self, key: str, state: State, msg: Message, parents: dict[tuple[str, str], str]) -> str:
+        pos = msg["pos"]
+        if pos < state["pos"]:
+            return "stale"
+        if pos == state["pos"]:
+            return "duplicate"
+        live = msg["op"] != "d"
+        previous = state["row"]
+        if live:
+            state["row"] = _merge_unavailable(msg["row"], previous)
+        elif previous is None and msg["row"]:
+            state["row"] = msg["row"]
+        state["live"] = live
+        state["pos"] = pos
+        state["v"] = max(state["v"], pos)
         source = source_of(key)
         for name, ref in self.refs.items():
             slot = state["refs"][name]
             target = None
-            if state["live"]:
+            if live:
                 values = [state["row"].get(c) for c in ref.columns]
-                if all(v is not None for v in values):
+                if all(v is not None and v != UNAVAILABLE_MARK for v in values):
                     target = entity_key(source, values)
             if target == slot["key"]:
                 continue
             if slot["key"] is not None:
-                outputs.append(Send(ref.entity, slot["key"], self._subscription("unsub", name, key, ts)))
+                parents[(name, slot["key"])] = "unsub"
+                slot["prev"] = slot["key"]
             slot.update(key=target, view=None, v=NO_VERSION)
             if target is not None:
-                outputs.append(Send(ref.entity, target, self._subscription("sub", name, key, ts)))
-        return outputs
+                parents[(name, target)] = "sub"
+        return "applied"
 
-    def _resubscribe(self, key: str, state: State, ts: int) -> list[Send]:
-        return [
-            Send(ref.entity, state["refs"][name]["key"], self._subscription("sub", name, key, ts))
-            for name, ref in self.refs.items()
-            if state["refs"][name]["key"] is not None
-        ]
+    def _resubscribe(self, state: State, parents: dict[tuple[str, str], str]) -> None:
+        for name, slot in state["refs"].items():
+            if slot.get("prev") is not None and slot["prev"] != slot["key"]:
+                parents.setdefault((name, slot["prev"]), "unsub")
+            if slot["key"] is not None:
+                parents[(name, slot["key"])] = "sub"
 
-    def _subscription(self, kind: str, ref_name: str, key: str, ts: int) -> dict[str, Any]:
-        return messages.subscription(kind, self.entity, ref_name, key, ts)
-
-    # ---------------------------------------------------------------- parents
-    def _on_info(self, key: str, msg: dict[str, Any], state: State | None, subs: Subscribers) -> Result:
-        if state is None:
-            return Result(state, subs, outcome="stale")
-        slot = state["refs"].get(msg["r"])
-        if slot is None or slot["key"] != msg["p"] or msg["v"] < slot["v"]:
-            return Result(state, subs, outcome="stale")
+    # ------------------------------------------------------------------ parents
+    def _on_info(self, state: State, msg: Message, parents: dict[tuple[str, str], str]) -> str:
+        ref, parent = msg["r"], msg["p"]
+        slot = state["refs"].get(ref)
+        if slot is None:
+            return "orphan"
+        if slot["key"] != parent:
+            # This row no longer points at that parent: tell it, in case its unsub was lost.
+            parents.setdefault((ref, parent), "unsub")
+            return "orphan"
+        if msg["v"] < slot["v"]:
+            return "stale"
+        if msg["v"] == slot["v"] and msg["view"] == slot["view"]:
+            return "duplicate" if msg["v"] != NO_VERSION else "noop"
         slot["view"] = msg["view"]
         slot["v"] = msg["v"]
         state["v"] = max(state["v"], msg["v"])
-        return Result(state, subs, self._propagate(key, state, subs, msg["ts"], force=False))
+        return "applied"
 
-    # ---------------------------------------------------------------- children
-    def _on_subscribe(self, key: str, msg: dict[str, Any], state: State | None, subs: Subscribers) -> Result:
-        channel = f"{msg['c']}.{msg['r']}"
-        members = subs.setdefault(channel, [])
-        if msg["k"] not in members:
-            members.append(msg["k"])
-        view = self.view(state)
-        version = state["v"] if state else NO_VERSION
-        reply = Send(msg["c"], msg["k"], messages.info(msg["r"], key, view, version, msg["ts"]))
-        return Result(state, subs, [reply])
-
-    def _on_unsubscribe(self, msg: dict[str, Any], state: State | None, subs: Subscribers) -> Result:
-        channel = f"{msg['c']}.{msg['r']}"
-        members = subs.get(channel)
-        if members and msg["k"] in members:
-            members.remove(msg["k"])
-            if not members:
-                del subs[channel]
-        return Result(state, subs)
-
-    # ---------------------------------------------------------------- views and rows
-    def view(self, state: State | None) -> dict[str, Any] | None:
-        """This row joined with its parents' views, or None if the inner join has no row."""
-        if state is None or not state["live"]:
-            return None
-        refs = {}
-        for name, slot in state["refs"].items():
-            if slot["view"] is None:
-                return None
-            refs[name] = slot["view"]
-        return {"row": state["row"], "refs": refs}
-
-    def _propagate(self, key: str, state: State, subs: Subscribers, ts: int, *, force: bool) -> list[Send | SinkRow]:
-        view = self.view(state)
-        outputs: list[Send | SinkRow] = []
-        if view is not None or state["view_live"] or force:
-            for child, ref_name in self.children:
-                for child_key in subs.get(f"{child}.{ref_name}", ()):
-                    outputs.append(Send(child, child_key, messages.info(ref_name, key, view, state["v"], ts)))
-        state["view_live"] = view is not None
-        source = source_of(key)
-        for fact in self.facts:
-            meta = {"_source": source, "_version": state["v"]}
-            if view is not None:
-                outputs.append(SinkRow(fact.table, key, {**fact.row(view), **meta, "_is_deleted": 0}, ts))
-                state["facts"][fact.table] = True
-            elif state["facts"].get(fact.table):
+    # ------------------------------------------------------------------ rows
+    def _fact_outputs(self, key: str, state: State, facts: list["_Tracked"], source: str, ts: int, force: bool,
+                      result: GroupResult) -> None:
+        meta = {"_source": source, "_version": state["v"]}
+        for fact, tracked, row in zip(self.plan.facts, facts, self._fact_rows(state)):
+            if not (force or tracked.dirty):
+                continue
+            if row is not None:
+                result.rows.append(SinkRow(fact.table, key, {**row, **meta, "_is_deleted": 0}, ts))
+            elif state["row"] is not None:
                 deleted = {**fact.deleted_row(state["row"]), **meta, "_is_deleted": 1}
-                outputs.append(SinkRow(fact.table, key, deleted, ts))
-                state["facts"][fact.table] = False
-        return outputs
+                result.rows.append(SinkRow(fact.table, key, deleted, ts))
 
-    def _dimension_rows(self, key: str, state: State, ts: int) -> list[SinkRow]:
-        if not self.dimensions:
+    def _dimension_rows(self, key: str, state: State, source: str, ts: int) -> list[SinkRow]:
+        if not self.plan.dimensions:
             return []
         image = state["row"] or {}
         row = {c: _or_default(image.get(c), t) for c, t in self.column_types.items()}
-        row.update(_source=source_of(key), _version=state["pos"], _is_deleted=0 if state["live"] else 1)
-        return [SinkRow(table, key, row, ts) for table in self.dimensions]
+        row.update(_source=source, _version=state["pos"], _is_deleted=0 if state["live"] else 1)
+        return [SinkRow(table, key, row, ts) for table in self.plan.dimensions]
 
 
-def _or_default(value: Any, column_type: ColumnType) -> Any:
+class _Tracked:
+    """A value at the start of a group, and whether any state of the group differed from it."""
+
+    __slots__ = ("start", "dirty")
+
+    def __init__(self, start: Any) -> None:
+        self.start = start
+        self.dirty = False
+
+    def see(self, value: Any) -> None:
+        if not self.dirty and value != self.start:
+            self.dirty = True
+
+
+def _copy(state: State) -> State:
+    """A copy the group may change: the row and the views are replaced, never changed in place."""
+    return {**state, "refs": {name: dict(slot) for name, slot in state["refs"].items()}}
+
+
+def _or_default(value: Any, column_type: Any) -> Any:
     return column_type.default if value is None or value == UNAVAILABLE_MARK else value
 
 

@@ -1,24 +1,30 @@
-"""The wire contract between stages: keys, stage messages and sink rows, with their encodings.
+"""The wire contract between stages: keys, partitions, stage messages and sink rows, in batches.
 
 Every message about one row travels under its *entity key* ``<source id>|<pk values...>``
-(``postgres|42``), so whoever sends it, it lands in the partition of that key. Stage messages:
+(``postgres|42``), and every key has one partition (``partition_of``), whoever sends to it: the
+stage's tables hold the key's state in that partition. A Kafka record on a stage or sink topic
+carries a *batch*: a JSON list of messages whose keys all belong to the record's partition, so
+Faust's per-record cost is paid once per batch, not once per change.
 
-=========  ==========================================================  =======================
-type       fields                                                      sent by
-=========  ==========================================================  =======================
-``chg``    ``op``, ``row`` (canonical values), ``pos``, ``ts``          ingest
-``sub``    ``c`` child entity, ``r`` ref name, ``k`` child key, ``ts``  a child, to its parent
-``unsub``  the same                                                     a child, to its parent
-``info``   ``r`` ref name, ``p`` parent key, ``view``, ``v``, ``ts``    a parent, to a child
-=========  ==========================================================  =======================
+=========  =================================================================  =================
+type       fields (``k``: the receiving key, or keys)                         sent by
+=========  =================================================================  =================
+``chg``    ``k``, ``op``, ``row`` (canonical values), ``pos``, ``ts``          ingest
+``sub``    ``k`` parent, ``c`` child entity, ``r`` ref name, ``ck`` child,     a child, to its
+           ``ts``                                                             parent
+``unsub``  the same                                                           a child
+``info``   ``k`` list of children, ``r`` ref name, ``p`` parent, ``view``,    a parent, to its
+           ``v``, ``ts``                                                      children
+=========  =================================================================  =================
 
 A sink row names its ClickHouse table and carries its canonical values plus ``_source``,
-``_version`` and ``_is_deleted``; it is keyed ``<table>|<entity key>`` so that every row of one
-ClickHouse key goes through one sink partition, in order.
+``_version`` and ``_is_deleted``; its partition is that of ``<table>|<entity key>``, so every row
+of one ClickHouse key goes through one sink partition, in order.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,33 +50,44 @@ def source_of(key: str) -> str:
     return key.split(KEY_SEPARATOR, 1)[0]
 
 
+def partition_of(key: str, partitions: int) -> int:
+    """The partition of a key on every stage and sink topic (and of its state in the tables)."""
+    return zlib.crc32(key.encode()) % partitions
+
+
 # --------------------------------------------------------------------------- stage messages
-def change(op: str, row: dict[str, Any] | None, pos: int, ts_ms: int) -> Message:
-    return {"t": "chg", "op": op, "row": row, "pos": pos, "ts": ts_ms}
+def change(key: str, op: str, row: dict[str, Any] | None, pos: int, ts_ms: int) -> Message:
+    return {"t": "chg", "k": key, "op": op, "row": row, "pos": pos, "ts": ts_ms}
 
 
-def subscription(kind: str, child_entity: str, ref: str, child_key: str, ts_ms: int) -> Message:
-    """``sub`` or ``unsub``: the child's foreign key ``ref`` starts or stops pointing at the receiver."""
-    return {"t": kind, "c": child_entity, "r": ref, "k": child_key, "ts": ts_ms}
+def subscription(kind: str, parent_key: str, child_entity: str, ref: str, child_key: str, ts_ms: int) -> Message:
+    """``sub`` or ``unsub``: the child's foreign key ``ref`` starts or stops pointing at the parent."""
+    return {"t": kind, "k": parent_key, "c": child_entity, "r": ref, "ck": child_key, "ts": ts_ms}
 
 
-def info(ref: str, parent_key: str, view: dict[str, Any] | None, version: int, ts_ms: int) -> Message:
-    """The parent's view (``None``: no inner-join row) at ``version``, for a child's ``ref``."""
-    return {"t": "info", "r": ref, "p": parent_key, "view": view, "v": version, "ts": ts_ms}
+def info(child_keys: list[str], ref: str, parent_key: str, view: dict[str, Any] | None, version: int,
+         ts_ms: int) -> Message:
+    """The parent's view (``None``: no inner-join row) at ``version``, for these children's ``ref``."""
+    return {"t": "info", "k": child_keys, "r": ref, "p": parent_key, "view": view, "v": version, "ts": ts_ms}
 
 
-def encode_stage(message: Message) -> bytes:
-    return orjson.dumps(message)
+def encode_batch(batch: list[Any]) -> bytes:
+    return orjson.dumps(batch)
 
 
-def decode_stage(value: bytes) -> Message:
+def decode_stage_batch(value: bytes) -> list[Message]:
+    """The messages of a stage record; a malformed one among them is refused by ``apply_batch``."""
+    return _decode_list(value, "stage")
+
+
+def _decode_list(value: bytes | None, what: str) -> list[Any]:
     try:
-        message = orjson.loads(value)
+        batch = orjson.loads(value) if value is not None else None
     except orjson.JSONDecodeError as exc:
-        raise BadMessage(f"stage message is not JSON: {exc}") from None
-    if message.__class__ is not dict or message.get("t") not in ("chg", "sub", "unsub", "info"):
-        raise BadMessage(f"not a stage message: {value[:80]!r}")
-    return message
+        raise BadMessage(f"{what} batch is not JSON: {exc}") from None
+    if batch.__class__ is not list:
+        raise BadMessage(f"a {what} batch is a JSON list, got {str(value)[:80]}")
+    return batch
 
 
 # --------------------------------------------------------------------------- sink rows
@@ -83,22 +100,19 @@ class SinkRow:
     row: dict[str, Any]
     ts_ms: int
 
+    @property
+    def sink_key(self) -> str:
+        return f"{self.table}{KEY_SEPARATOR}{self.key}"
 
-def encode_sink(row: SinkRow) -> tuple[bytes, bytes]:
-    return f"{row.table}{KEY_SEPARATOR}{row.key}".encode(), orjson.dumps(
-        {"table": row.table, "row": row.row, "ts": row.ts_ms})
+    def encode(self) -> list[Any]:
+        return [self.table, self.key, self.row, self.ts_ms]
 
 
-def decode_sink(key: bytes | None, value: bytes) -> SinkRow:
-    try:
-        message = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise BadMessage(f"sink message is not JSON: {exc}") from None
-    if message.__class__ is not dict or message.get("table").__class__ is not str \
-            or message.get("row").__class__ is not dict:
-        raise BadMessage(f"not a sink message: {value[:80]!r}")
-    table = message["table"]
-    prefix = table + KEY_SEPARATOR
-    text = key.decode() if key else ""
-    return SinkRow(table, text[len(prefix):] if text.startswith(prefix) else text, message["row"],
-                   message.get("ts") or 0)
+def decode_sink_batch(value: bytes) -> list[SinkRow]:
+    rows = []
+    for item in _decode_list(value, "sink"):
+        if item.__class__ is not list or len(item) != 4 or item[0].__class__ is not str \
+                or item[1].__class__ is not str or item[2].__class__ is not dict:
+            raise BadMessage(f"not a sink row: {str(item)[:80]}")
+        rows.append(SinkRow(item[0], item[1], item[2], item[3] or 0))
+    return rows

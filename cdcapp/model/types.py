@@ -56,10 +56,6 @@ class ColumnType:
         except (ValueError, TypeError, InvalidOperation, OverflowError) as exc:
             raise ValueTypeError(f"{value!r} is not a valid {self.name}: {exc}") from None
 
-    def to_python(self, value: Any) -> Any:
-        """Canonical value -> what clickhouse-driver's native protocol wants."""
-        return _PYTHON[self.kind](self, value)
-
     @property
     def default(self) -> Any:
         """Canonical filler for columns of a deleted row whose last image is unknown."""
@@ -125,7 +121,7 @@ def _canonical_datetime(_: ColumnType, value: Any) -> str:
         raise ValueError("not a timestamp")
     if value.tzinfo is not None:
         value = value.astimezone(timezone.utc).replace(tzinfo=None)
-    return value.strftime("%Y-%m-%d %H:%M:%S")
+    return value.isoformat(" ", "seconds")
 
 
 def _canonical_date(_: ColumnType, value: Any) -> str:
@@ -145,13 +141,4 @@ _CANONICAL: dict[str, Callable[[ColumnType, Any], Any]] = {
     "datetime": _canonical_datetime,
     "date": _canonical_date,
     "float": lambda _, v: float(v),
-}
-
-_PYTHON: dict[str, Callable[[ColumnType, Any], Any]] = {
-    "int": lambda _, v: v,
-    "str": lambda _, v: v,
-    "decimal": lambda _, v: Decimal(v),
-    "datetime": lambda _, v: datetime.strptime(v, "%Y-%m-%d %H:%M:%S"),
-    "date": lambda _, v: date.fromisoformat(v),
-    "float": lambda _, v: v,
 }

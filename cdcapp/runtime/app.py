@@ -18,6 +18,7 @@ from cdcapp.config import Settings
 from cdcapp.model.spec import Spec, load_spec
 from cdcapp.runtime import ingest, sink, stage, web
 from cdcapp.runtime.faust.transport import Transport
+from cdcapp.runtime.tables import StageTables
 from cdcapp.runtime.topics import Topics, create_declared_topics
 
 
@@ -26,6 +27,8 @@ class CdcApp(faust.App):
     topics created before the first assignment."""
 
     pipeline: "Pipeline"
+    #: topics whose fetched records reach their agent a partition run at a time (runtime/faust/bulk.py)
+    bulk_topics: frozenset[str] = frozenset()
 
     def _new_transport(self) -> Transport:
         return Transport(self.conf.broker_consumer, self)
@@ -45,7 +48,7 @@ class Pipeline:
     settings: Settings
     spec: Spec
     topics: Topics
-    stage_tables: dict[str, stage.StageTables]
+    stage_tables: dict[str, StageTables]
     sink: sink.EventSink
     clickhouse: ClickHouse
 
@@ -73,12 +76,14 @@ def create_app(settings: Settings, spec: Spec | None = None) -> CdcApp:
         stream_buffer_maxsize=8192,
     )
     topics = Topics.declare(app, spec, settings)
-    ingest.register(app, spec, topics)
-    stage_tables = stage.register(app, spec, topics, settings.partitions)
+    app.bulk_topics = frozenset(t.get_topic_name() for t in topics.sources.values())
+    linger_s = settings.batch_linger_ms / 1000
+    ingest.register(app, spec, topics, settings.partitions, linger_s)
+    stage_tables = stage.register(app, spec, topics, settings.partitions, linger_s)
     acks = sink.StreamAcks()
     event_sink, clickhouse = sink.build_sink(settings, spec, acks)
     sink.register(app, topics, event_sink, acks, clickhouse,
                   check_interval_s=min(0.1, settings.flush_interval_ms / 4000))
     app.pipeline = Pipeline(settings, spec, topics, stage_tables, event_sink, clickhouse)
-    web.register(app, spec, stage_tables, event_sink, clickhouse)
+    web.register(app, spec, stage_tables, event_sink, clickhouse, settings.partitions)
     return app

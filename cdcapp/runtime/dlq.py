@@ -34,10 +34,12 @@ def dead_letter(stage: str, error: BaseException | str, *, topic: str, partition
     }
 
 
-async def send_dead_letter(dlq: faust.TopicT, event: faust.EventT, stage: str, error: BaseException | str) -> None:
-    message = event.message
+async def send_dead_letter(dlq: faust.TopicT, message: Any, stage: str, error: BaseException | str,
+                           value: bytes | None = None) -> None:
+    """Dead-letter a Kafka message or record (anything with topic, partition, offset, key and
+    value), or only ``value`` in its name: the messages of a batch record that failed."""
     letter = dead_letter(stage, error, topic=message.topic, partition=message.partition, offset=message.offset,
-                         key=message.key, value=message.value)
+                         key=message.key, value=message.value if value is None else value)
     log.warning("dead letter from %s at %s[%s]@%s: %s", stage, message.topic, message.partition,
                 message.offset, letter["error"])
     DEAD_LETTERS.labels(stage).inc()

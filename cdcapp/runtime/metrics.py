@@ -15,6 +15,10 @@ DEAD_LETTERS = Counter(
     "cdcapp_dead_letters_total", "Events sent to the dead-letter topic, by stage.", ["stage"], registry=REGISTRY,
 )
 SINK_ROWS = Counter("cdcapp_sink_rows_total", "Rows inserted into ClickHouse.", ["table"], registry=REGISTRY)
+SINK_ROWS_COALESCED = Counter(
+    "cdcapp_sink_rows_coalesced_total", "Sink rows replaced in the buffer by a newer row of their key before insert.",
+    registry=REGISTRY,
+)
 SINK_FLUSH_SECONDS = Histogram(
     "cdcapp_sink_flush_seconds", "Time to insert one flush into ClickHouse.", registry=REGISTRY,
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
@@ -31,4 +35,8 @@ STALE_DELIVERIES = Counter(
     "Deliveries a rebalance overtook: withheld and re-read (seeked_again), or acked without commit credit "
     "(ack_without_credit); see cdcapp.runtime.faust.",
     ["action"], registry=REGISTRY,
+)
+BATCH_EVENTS = Histogram(
+    "cdcapp_batch_events", "Events per batch an agent handles (records of its topic), by agent.", ["agent"],
+    registry=REGISTRY, buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000),
 )

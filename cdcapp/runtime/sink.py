@@ -15,11 +15,12 @@ import faust
 from cdcapp.clickhouse.client import ClickHouse
 from cdcapp.clickhouse.ddl import table_shapes
 from cdcapp.config import Settings
-from cdcapp.model.messages import BadMessage, decode_sink
+from cdcapp.model.messages import BadMessage, decode_sink_batch
 from cdcapp.model.spec import Spec
 from cdcapp.retry import Backoff
 from cdcapp.runtime.dlq import send_dead_letter
-from cdcapp.runtime.metrics import END_TO_END_LAG, SINK_BUFFERED, SINK_ERRORS, SINK_FLUSH_SECONDS, SINK_ROWS
+from cdcapp.runtime.metrics import (END_TO_END_LAG, SINK_BUFFERED, SINK_ERRORS, SINK_FLUSH_SECONDS, SINK_ROWS,
+                                    SINK_ROWS_COALESCED)
 from cdcapp.runtime.topics import Topics
 from cdcapp.sink.buffer import BadSinkRow, SinkBuffer
 from cdcapp.sink.flush import Flushed, Sink
@@ -67,6 +68,7 @@ def _observe(sink: EventSink, flushed: Flushed[faust.EventT] | None) -> None:
             END_TO_END_LAG.observe(max(0.0, (stored_at_ms - ts) / 1000))
     for shape, rows in flushed.batch.tables:
         SINK_ROWS.labels(shape.name).inc(len(rows))
+    SINK_ROWS_COALESCED.inc(flushed.batch.received - flushed.batch.rows)
 
 
 def register(app: faust.App, topics: Topics, sink: EventSink, acks: StreamAcks, clickhouse: ClickHouse,
@@ -77,9 +79,9 @@ def register(app: faust.App, topics: Topics, sink: EventSink, acks: StreamAcks, 
         acks.stream = manual
         async for event in manual.events():
             try:
-                sink.add(decode_sink(event.key, event.value), event)
+                sink.add(decode_sink_batch(event.value), event)
             except (BadMessage, BadSinkRow) as exc:
-                await send_dead_letter(topics.dlq, event, "sink", exc)
+                await send_dead_letter(topics.dlq, event.message, "sink", exc)
                 await manual.ack(event)
                 continue
             if sink.due():

@@ -1,64 +1,85 @@
-"""Stage 2, the join agents: one agent per entity runs ``EntityStage`` over its changelog-backed tables.
+"""Stage 2, the join agents: one agent per entity runs its ``EntityStage`` over its tables.
 
-Each entity has two Faust tables partitioned like its stage topic: ``<entity>-state`` (row,
-foreign keys, parents' views, versions) and ``<entity>-subscribers`` (children pointing at it).
-Both are read and written only for the key of the event being processed, so every lookup is
-partition-local. Values are orjson bytes: the RocksDB store keeps them as they are.
+A batch of records (``batching.each_batch``) is decoded, its messages gathered per partition and
+applied with ``apply_batch`` against that partition's tables (``tables.PartitionStore``); then the
+table writes go to the changelogs, the outputs (messages to other stages, sink rows, the
+expansion of every broadcast over its subscription entries) go out as batch records
+(``outbox.Outbox``), and only then are the records acknowledged.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import faust
 
-from cdcapp.join.apply import BytesStageStore, apply
-from cdcapp.join.engine import EntityStage, Send
-from cdcapp.model.messages import decode_stage, encode_sink, encode_stage
+from cdcapp.join.apply import apply_batch, expand
+from cdcapp.join.engine import EntityStage
+from cdcapp.join.plan import plan
+from cdcapp.model.messages import BadMessage, Message, decode_stage_batch, encode_batch, partition_of
 from cdcapp.model.spec import Spec
+from cdcapp.runtime.batching import each_batch
 from cdcapp.runtime.dlq import send_dead_letter
-from cdcapp.runtime.metrics import EVENTS
-from cdcapp.runtime.tables import RawBytesTable
+from cdcapp.runtime.metrics import BATCH_EVENTS, EVENTS
+from cdcapp.runtime.outbox import Outbox
+from cdcapp.runtime.tables import StageTables
 from cdcapp.runtime.topics import Topics
 
 log = logging.getLogger(__name__)
 
-
-def _table(app: faust.App, name: str, partitions: int) -> faust.TableT:
-    table = RawBytesTable(app, name=name, partitions=partitions, key_type=bytes, value_type=bytes,
-                          beacon=app.tables.beacon)
-    return app.tables.add(table)
-
-
-class StageTables:
-    def __init__(self, app: faust.App, entity: str, partitions: int) -> None:
-        self.state = _table(app, f"{entity}-state", partitions)
-        self.subscribers = _table(app, f"{entity}-subscribers", partitions)
+#: records per batch: enough to share Faust's per-record cost, few enough to answer a rebalance soon
+MAX_EVENTS = 500
+#: children per info message of a broadcast
+CHUNK = 1000
 
 
-def register(app: faust.App, spec: Spec, topics: Topics, partitions: int) -> dict[str, StageTables]:
+def register(app: faust.App, spec: Spec, topics: Topics, partitions: int, linger_s: float) -> dict[str, StageTables]:
     tables = {}
-    for entity in spec.entities:
+    for entity, entity_plan in plan(spec).items():
         tables[entity] = StageTables(app, entity, partitions)
-        _register_stage(app, topics, EntityStage(spec, entity), tables[entity])
+        _register_stage(app, topics, EntityStage(entity_plan), tables[entity], partitions, linger_s)
     return tables
 
 
-def _register_stage(app: faust.App, topics: Topics, stage: EntityStage, tables: StageTables) -> None:
-    @app.agent(topics.stages[stage.entity], name=f"cdcapp.stage.{stage.entity}")
-    async def join(stream: faust.StreamT) -> None:
-        store = BytesStageStore(tables.state, tables.subscribers)
-        async for event in stream.events():
+def _register_stage(app: faust.App, topics: Topics, stage: EntityStage, tables: StageTables, partitions: int,
+                    linger_s: float) -> None:
+    name = f"stage.{stage.entity}"
+
+    def partition_for(key: str) -> int:
+        return partition_of(key, partitions)
+
+    batch_events = BATCH_EVENTS.labels(name)
+
+    async def handle(events: list[faust.EventT]) -> None:
+        batch_events.observe(len(events))
+        by_partition: dict[int, list[tuple[faust.EventT, list[Message]]]] = {}
+        for event in events:
             try:
-                message: dict[str, Any] = decode_stage(event.value)
-                result = apply(stage, store, event.key.decode(), message)
-            except Exception as exc:  # noqa: BLE001 - a poison message must not stop the partition
-                await send_dead_letter(topics.dlq, event, f"stage.{stage.entity}", exc)
+                batch = decode_stage_batch(event.value)
+            except BadMessage as exc:
+                await send_dead_letter(topics.dlq, event.message, name, exc)
                 continue
-            EVENTS.labels(stage.entity, message["t"], result.outcome).inc()
-            for out in result.outputs:
-                if isinstance(out, Send):
-                    await topics.send(topics.stage_names[out.entity], out.key.encode(), encode_stage(out.message))
-                else:
-                    await topics.send(topics.sink_name, *encode_sink(out))
+            by_partition.setdefault(event.message.partition, []).append((event, batch))
+        outbox = Outbox(app.producer)
+        for partition, records in by_partition.items():
+            store = tables.store(partition)
+            result = apply_batch(stage, store, [m for _, batch in records for m in batch])
+            for key, group, exc in result.failed:
+                event = next(e for e, batch in records if any(m in group for m in batch))
+                await send_dead_letter(topics.dlq, event.message, name, f"{type(exc).__name__}: {exc} (key {key})",
+                                       value=encode_batch(group))
+            for (kind, outcome), count in result.outcomes.items():
+                EVENTS.labels(stage.entity, kind, outcome).inc(count)
+            for send in result.sends:
+                await outbox.add(topics.stage_names[send.entity], partition_for(send.key), send.message)
+            for row in result.rows:
+                await outbox.add(topics.sink_name, partition_for(row.sink_key), row.encode())
+            for broadcast in result.broadcasts:
+                for send in expand(broadcast, store, partition_for, CHUNK):
+                    await outbox.add(topics.stage_names[send.entity], partition_for(send.key), send.message)
+        await tables.flush(app.producer)
+        await outbox.flush()
+
+    @app.agent(topics.stages[stage.entity], name=f"cdcapp.{name}")
+    async def join(stream: faust.StreamT) -> None:
+        await each_batch(stream, handle, MAX_EVENTS, linger_s)

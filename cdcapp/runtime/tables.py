@@ -1,8 +1,33 @@
-"""Faust tables as the join keeps them: bytes in, bytes out, in the store and in the changelog."""
+"""Faust tables as the join keeps them, read and written a partition at a time.
+
+A stage's two tables (its rows' state, and the subscription entries of its rows as parents) are
+Faust tables of raw bytes: Faust owns their changelog topics, assigns their partitions with the
+stage topic's, and recovers them from the changelog on every worker that takes a partition over.
+cdcapp reads and writes them directly, in batches: Faust's per-key path (``table[key] = value``:
+a future, a buffered send and a callback per write, and the partition taken from the event being
+processed) costs more than the join itself. A batch's writes go to the partition's store at once
+and to the changelog - the same topic, key, value and partition Faust would use - right after,
+before the batch's events are acknowledged; the last offset sent per partition is recorded as
+the store's persisted offset, as Faust does, so a restart reads only the changelog's tail.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import faust
+import orjson
+from faust.stores.rocksdb import Store as RocksDBStore
+from faust.types import TP
+
+from cdcapp.join.engine import State
+
+SEP = b"\x00"
+
+# Bounded per partition database: a worker holds several tables of several partitions, and
+# Faust's defaults (64 MiB write buffers, 3 of them, a 2 GiB block cache each) add up to gigabytes.
+ROCKSDB_OPTIONS = {"write_buffer_size": 4 << 20, "max_write_buffer_number": 2, "block_cache_size": 16 << 20}
 
 
 class RawBytesTable(faust.Table):
@@ -14,3 +39,114 @@ class RawBytesTable(faust.Table):
 
     def _serializer_from_type(self, typ: object) -> str:
         return "raw"
+
+
+def raw_table(app: faust.App, name: str, partitions: int) -> RawBytesTable:
+    table = RawBytesTable(app, name=name, partitions=partitions, key_type=bytes, value_type=bytes,
+                          beacon=app.tables.beacon, options=dict(ROCKSDB_OPTIONS))
+    return app.tables.add(table)
+
+
+class TableIO:
+    """Direct, partition-explicit access to a ``RawBytesTable``, with changelog writes pending
+    until ``flush``."""
+
+    def __init__(self, table: RawBytesTable) -> None:
+        self.table = table
+        self.pending: list[tuple[int, bytes, bytes | None]] = []
+
+    @property
+    def _rocksdb(self) -> RocksDBStore | None:
+        store = self.table.data
+        return store if isinstance(store, RocksDBStore) else None
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        rocksdb = self._rocksdb
+        if rocksdb is None:
+            return self.table.data.data.get(key)
+        return rocksdb._db_for_partition(partition).get(key)
+
+    def put(self, partition: int, key: bytes, value: bytes | None) -> None:
+        """Write (``None``: delete) in the store now and in the changelog at the next ``flush``."""
+        rocksdb = self._rocksdb
+        if rocksdb is None:
+            if value is None:
+                self.table.data.data.pop(key, None)
+            else:
+                self.table.data.data[key] = value
+        else:
+            db = rocksdb._db_for_partition(partition)
+            if value is None:
+                db.delete(key)
+            else:
+                db.put(key, value)
+        self.pending.append((partition, key, value))
+
+    def scan(self, partition: int, prefix: bytes) -> Iterator[bytes]:
+        """The keys that start with ``prefix``, in key order (the memory store: in any order)."""
+        rocksdb = self._rocksdb
+        if rocksdb is None:
+            yield from [k for k in self.table.data.data if k.startswith(prefix)]
+            return
+        for key in rocksdb._db_for_partition(partition).keys(from_key=prefix):
+            if not key.startswith(prefix):
+                return
+            yield key
+
+    async def flush(self, producer: Any) -> None:
+        """Send the pending writes to the changelog, in batches per partition."""
+        if not self.pending:
+            return
+        topic = self.table.changelog_topic.get_topic_name()
+        by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        for partition, key, value in self.pending:
+            by_partition.setdefault(partition, []).append((key, value))
+        self.pending = []
+        store = self.table.data
+        for partition, records in by_partition.items():
+            last = await producer.send_records(topic, partition, records)
+            # The last batch's offset is its first record's; the persisted offset is a lower
+            # bound either way: recovery reads the changelog from there, and re-reading is harmless.
+            last.add_done_callback(
+                lambda fut, tp=TP(topic, partition): None if fut.cancelled() or fut.exception()
+                else store.set_persisted_offset(tp, fut.result().offset))
+
+
+class StageTables:
+    """One entity's state table and subscription table."""
+
+    def __init__(self, app: faust.App, entity: str, partitions: int) -> None:
+        self.state = TableIO(raw_table(app, f"{entity}-state", partitions))
+        self.subscriptions = TableIO(raw_table(app, f"{entity}-subscriptions", partitions))
+
+    def store(self, partition: int) -> "PartitionStore":
+        return PartitionStore(self, partition)
+
+    async def flush(self, producer: Any) -> None:
+        await self.state.flush(producer)
+        await self.subscriptions.flush(producer)
+
+
+class PartitionStore:
+    """The ``StageStore`` of one partition (``cdcapp.join.apply``) over a stage's tables."""
+
+    def __init__(self, tables: StageTables, partition: int) -> None:
+        self.tables = tables
+        self.partition = partition
+
+    def get(self, key: str) -> State | None:
+        raw = self.tables.state.get(self.partition, key.encode())
+        return orjson.loads(raw) if raw is not None else None
+
+    def put(self, key: str, state: State) -> None:
+        self.tables.state.put(self.partition, key.encode(), orjson.dumps(state))
+
+    def subscribe(self, parent: str, child_entity: str, ref: str, child_key: str, on: bool) -> None:
+        entry = SEP.join((parent.encode(), child_entity.encode(), ref.encode(), child_key.encode()))
+        self.tables.subscriptions.put(self.partition, entry, b"" if on else None)
+
+    def children(self, parent: str) -> Iterator[tuple[str, str, str]]:
+        prefix = parent.encode() + SEP
+        for entry in self.tables.subscriptions.scan(self.partition, prefix):
+            child_entity, ref, child_key = entry[len(prefix):].decode().split("\x00", 2)
+            yield child_entity, ref, child_key

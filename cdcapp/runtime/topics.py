@@ -4,15 +4,17 @@
 topic                              key          value
 =================================  ===========  ==============================================
 <source prefix>.<table>            Debezium     Debezium envelope (JSON, with/without schema)
-<prefix>.stage.<entity>            entity key   stage message (chg / sub / unsub / info)
-<prefix>.sink                      table|key    {"table", "row", "ts"} canonical row
+<prefix>.stage.<entity>            none         a batch of stage messages (chg / sub / unsub / info)
+<prefix>.sink                      none         a batch of sink rows
 <prefix>.dlq                       source key   what could not be processed, and why
-<app_id>-<entity>-state-changelog  entity key   the stage's table (Faust changelog)
+<app_id>-<entity>-state-changelog  entity key   the stage's state table (Faust changelog)
+<app_id>-<entity>-subscriptions-   parent,      one entry per subscribed child
+changelog                          child
 =================================  ===========  ==============================================
 
-Entity keys are ``<source id>|<primary key...>`` (``postgres|42``) and are hashed by Kafka's
-default partitioner, so every message about one key - whoever sends it - lands in one partition
-of the stage topic, and the stage's tables (partitioned like that topic) hold it there.
+Every message about one key - whoever sends it - goes to the key's partition
+(``cdcapp.model.messages.partition_of``), and the stage's tables (partitioned like its topic)
+hold the key's state there.
 Names are explicit rather than derived from agent names, so renaming code orphans nothing.
 """
 
@@ -50,14 +52,6 @@ class Topics:
     def __post_init__(self) -> None:
         self.stage_names = {entity: topic.get_topic_name() for entity, topic in self.stages.items()}
         self.sink_name = self.sink.get_topic_name()
-
-    async def send(self, topic: str, key: bytes, value: bytes) -> None:
-        """Hand a message to the producer, partitioned by key like every message of that key.
-
-        This skips ``Topic.send`` (futures, callbacks and sensors per message), which cost more
-        than the join itself; delivery is unchanged: Faust flushes the producer before it commits.
-        """
-        await self.app.producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
 
     @classmethod
     def declare(cls, app: faust.App, spec: Spec, settings: Settings) -> "Topics":

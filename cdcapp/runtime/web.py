@@ -4,6 +4,7 @@ while its worker runs)."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Any
 
@@ -13,15 +14,17 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from cdcapp.clickhouse.client import ClickHouse, ClickHouseUrl
+from cdcapp.model.messages import partition_of
 from cdcapp.model.spec import Spec
 from cdcapp.runtime.sink import EventSink
-from cdcapp.runtime.stage import StageTables
+from cdcapp.runtime.tables import StageTables
 
+MAX_CHILDREN_SHOWN = 100
 _READ_ONLY = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|EXISTS)\b", re.IGNORECASE)
 
 
 def register(app: faust.App, spec: Spec, tables: dict[str, StageTables], sink: EventSink,
-             clickhouse: ClickHouse) -> None:
+             clickhouse: ClickHouse, partitions: int) -> None:
     @app.page("/status/")
     async def status(web: View, request: Request) -> Response:
         assignment = sorted(f"{tp.topic}[{tp.partition}]" for tp in app.assignor.assigned_actives())
@@ -55,19 +58,20 @@ def register(app: faust.App, spec: Spec, tables: dict[str, StageTables], sink: E
         return web.bytes(orjson.dumps({"data": rows}, default=str), content_type="application/json")
 
     for entity, entity_tables in tables.items():
-        _register_state_view(app, entity, entity_tables)
+        _register_state_view(app, entity, entity_tables, partitions)
 
 
-def _register_state_view(app: faust.App, entity: str, entity_tables: StageTables) -> None:
+def _register_state_view(app: faust.App, entity: str, entity_tables: StageTables, partitions: int) -> None:
     @app.page(f"/state/{entity}/{{key}}/", name=f"state-{entity}")
-    @app.table_route(table=entity_tables.state, match_info="key")
+    @app.table_route(table=entity_tables.state.table, match_info="key")
     async def state(web: View, request: Request, key: str) -> Response:
-        raw = entity_tables.state.get(key.encode())
-        subs = entity_tables.subscribers.get(key.encode())
+        store = entity_tables.store(partition_of(key, partitions))
+        children = list(itertools.islice(store.children(key), MAX_CHILDREN_SHOWN))
         body: dict[str, Any] = {
             "entity": entity,
             "key": key,
-            "state": orjson.loads(raw) if raw is not None else None,
-            "subscribers": orjson.loads(subs) if subs is not None else {},
+            "state": store.get(key),
+            "children": [{"entity": c, "ref": r, "key": k} for c, r, k in children],
+            "children_shown_at_most": MAX_CHILDREN_SHOWN,
         }
         return web.json(body)

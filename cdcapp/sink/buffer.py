@@ -1,7 +1,11 @@
-"""The sink's buffer: rows per ClickHouse table, with the tokens to acknowledge once they are stored.
+"""The sink's buffer: the latest row per ClickHouse key and table, with the tokens to acknowledge
+once they are stored.
 
-Tokens are opaque (the runtime puts Faust events in; tests put anything), so the buffer, the flush
-policy and the flush itself are testable without Kafka or Faust.
+Rows of one key arrive in order through one sink partition, with versions that never go down, so
+a row replaces the buffered row of its key unless it is older: one insert carries one row per key,
+the one ReplacingMergeTree would keep, whatever order ClickHouse sorts an insert block in.
+Tokens are opaque (the runtime puts Faust events in; tests put anything), so the buffer, the
+flush policy and the flush itself are testable without Kafka or Faust.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ class Batch(Generic[Token]):
     #: source commit times (``source.ts_ms``) of the rows, for the end-to-end lag
     timestamps: list[int]
     tokens: list[Token]
+    #: rows received, before the newest per key was kept
+    received: int = 0
 
     @property
     def rows(self) -> int:
@@ -34,9 +40,10 @@ class Batch(Generic[Token]):
 @dataclass
 class SinkBuffer(Generic[Token]):
     shapes: dict[str, TableShape]
-    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    timestamps: list[int] = field(default_factory=list)
+    rows: dict[str, dict[str, tuple[dict[str, Any], int]]] = field(default_factory=dict)
     tokens: list[Token] = field(default_factory=list)
+    received: int = 0
+    size: int = 0
 
     def check(self, row: SinkRow) -> TableShape:
         shape = self.shapes.get(row.table)
@@ -47,16 +54,27 @@ class SinkBuffer(Generic[Token]):
             raise BadSinkRow(f"row for {shape.name} lacks columns {missing}")
         return shape
 
-    def add(self, row: SinkRow, token: Token) -> None:
-        shape = self.check(row)
-        self.rows.setdefault(shape.name, []).append(row.row)
-        self.timestamps.append(row.ts_ms)
+    def add(self, rows: list[SinkRow], token: Token) -> None:
+        """Rows of one record, all or none (``BadSinkRow`` names the first that cannot be stored)."""
+        for row in rows:
+            self.check(row)
+        for row in rows:
+            table = self.rows.setdefault(row.table, {})
+            held = table.get(row.key)
+            if held is None:
+                self.size += 1
+            elif held[0]["_version"] > row.row["_version"]:
+                continue
+            table[row.key] = (row.row, row.ts_ms)
+        self.received += len(rows)
         self.tokens.append(token)
 
     def __len__(self) -> int:
-        return len(self.tokens)
+        return self.size
 
     def take(self) -> Batch[Token]:
-        batch = Batch([(self.shapes[name], rows) for name, rows in self.rows.items()], self.timestamps, self.tokens)
-        self.rows, self.timestamps, self.tokens = {}, [], []
+        tables = [(self.shapes[name], [row for row, _ in rows.values()]) for name, rows in self.rows.items()]
+        timestamps = [ts for rows in self.rows.values() for _, ts in rows.values()]
+        batch = Batch(tables, timestamps, self.tokens, self.received)
+        self.rows, self.tokens, self.received, self.size = {}, [], 0, 0
         return batch

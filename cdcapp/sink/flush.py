@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol
 
 from cdcapp.clickhouse.ddl import TableShape
+from cdcapp.model.messages import SinkRow
 from cdcapp.retry import Backoff
 from cdcapp.sink.buffer import Batch, SinkBuffer, Token
 from cdcapp.sink.policy import FlushPolicy
@@ -58,16 +59,18 @@ class Sink(Generic[Token]):
         self.last_error: str | None = None
         self.rows_inserted = 0
 
-    def add(self, row: Any, token: Token) -> None:
-        self.buffer.add(row, token)
-        self.policy.added(1, self.clock())
+    def add(self, rows: list[SinkRow], token: Token) -> None:
+        """The rows of one record; its token is acknowledged when they are stored."""
+        self.buffer.add(rows, token)
+        # An empty record still holds a token to acknowledge: it counts, so that age flushes it.
+        self.policy.added(max(1, len(rows)), self.clock())
 
     def due(self) -> bool:
         return self.policy.due(self.clock())
 
     async def flush(self) -> Flushed[Token] | None:
         async with self.lock:
-            if not len(self.buffer):
+            if not self.buffer.tokens:
                 return None
             batch = self.buffer.take()
             self.policy.flushed()

@@ -21,7 +21,7 @@ def unit_settings(state_dir: Path) -> Settings:
     return Settings(
         _env_file=None, app_id="cdcapp-unit", store="memory://", state_dir=state_dir,
         clickhouse_url="clickhouse://default@127.0.0.1:1/olap_db", internal_topic_prefix="cdcapp",
-        source_topic_prefix="oltp", partitions=4,
+        source_topic_prefix="oltp", partitions=4, batch_linger_ms=0,
     )
 
 

@@ -1,32 +1,60 @@
-"""The Faust agents in test contexts: decode -> stage topic, and a stage over its tables.
+"""The Faust agents in test contexts: ingest -> stage batch records, and a stage over its tables.
 
-Sends to other topics are captured at the topic object; the end-to-end tests cover Kafka.
+Everything the agents hand to the producer (batch records and changelog writes) is captured at
+the app's producer; the end-to-end tests cover Kafka.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import pytest
 
+from cdcapp.model.messages import change, partition_of, subscription
 from cdcapp.runtime.app import CdcApp
+
+PARTITIONS = 4
 
 
 class Captured:
     def __init__(self, app: CdcApp, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.sent: list[tuple[str, bytes, Any]] = []
+        self.sent: list[tuple[str, int, bytes | None, Any]] = []
         topics = app.pipeline.topics
 
-        async def send(topic: str, key: bytes, value: bytes) -> None:
-            self.sent.append((topic, key, orjson.loads(value)))
+        async def send(topic: str, key: bytes | None, value: bytes | None, partition: int | None,
+                       timestamp: Any, headers: Any) -> asyncio.Future:
+            self.sent.append((topic, partition, key, orjson.loads(value) if value else value))
+            delivered: asyncio.Future = asyncio.get_running_loop().create_future()
+            delivered.set_result(SimpleNamespace(offset=len(self.sent)))
+            return delivered
+
+        async def send_records(topic: str, partition: int, records: list[tuple[bytes, bytes | None]]) -> Any:
+            for key, value in records:
+                delivered = await send(topic, key, value, partition, None, None)
+            return delivered
 
         async def send_dead_letter(*, key: bytes, value: bytes, **_: Any) -> None:
-            await send(topics.dlq.get_topic_name(), key, value)
+            self.sent.append((topics.dlq.get_topic_name(), 0, key, orjson.loads(value)))
 
-        monkeypatch.setattr(topics, "send", send)
+        monkeypatch.setattr(app.producer, "send", send)
+        monkeypatch.setattr(app.producer, "send_records", send_records)
         monkeypatch.setattr(topics.dlq, "send", send_dead_letter)
+
+    def records(self, topic: str) -> list[tuple[int, Any]]:
+        return [(partition, value) for t, partition, _, value in self.sent if t == topic]
+
+    async def settled(self) -> None:
+        """Until the agent has handled what was put: its batch is handed on after ``put`` returns."""
+        for _ in range(500):
+            count = len(self.sent)
+            await asyncio.sleep(0.01)
+            if count and len(self.sent) == count:
+                return
+        raise AssertionError("the agent sent nothing")
 
 
 @pytest.fixture()
@@ -46,17 +74,16 @@ def debezium_customer(op: str, after: dict | None, lsn: int) -> bytes:
 
 CUSTOMER = {"id": 7, "email": "a@b", "name": "Ann", "country": "FR", "city": "Lyon",
             "created_at": "2024-01-01T00:00:00Z"}
+ROW = {**CUSTOMER, "created_at": "2024-01-01 00:00:00"}
 
 
-async def test_ingest_rekeys_a_debezium_change_onto_the_stage_topic(cdc_app: CdcApp, captured: Captured) -> None:
+async def test_ingest_sends_a_batch_record_to_the_keys_stage_partition(cdc_app: CdcApp, captured: Captured) -> None:
     agent = cdc_app.agents["cdcapp.ingest.customers"]
     async with agent.test_context() as context:
         await context.put(key=b'{"id":7}', value=debezium_customer("c", CUSTOMER, 4242))
-    (topic, key, message), = captured.sent
-    assert topic == "cdcapp.stage.customers"
-    assert key == b"postgres|7"
-    assert message == {"t": "chg", "op": "c", "pos": 4242, "ts": 1_700_000_000_000,
-                       "row": {**CUSTOMER, "created_at": "2024-01-01 00:00:00"}}
+        await captured.settled()
+    assert captured.records("cdcapp.stage.customers") == [
+        (partition_of("postgres|7", PARTITIONS), [change("postgres|7", "c", ROW, 4242, 1_700_000_000_000)])]
 
 
 async def test_ingest_skips_tombstones_and_dead_letters_garbage(cdc_app: CdcApp, captured: Captured) -> None:
@@ -64,38 +91,51 @@ async def test_ingest_skips_tombstones_and_dead_letters_garbage(cdc_app: CdcApp,
     async with agent.test_context() as context:
         await context.put(key=b'{"id":7}', value=None)
         await context.put(key=b'{"id":7}', value=b"{not json")
-    (topic, key, letter), = captured.sent
+        await captured.settled()
+    (topic, _, _, letter), = captured.sent
     assert topic == "cdcapp.dlq"
     assert letter["stage"] == "ingest"
     assert "DecodeError" in letter["error"]
     assert base64.b64decode(letter["value_b64"]) == b"{not json"
 
 
-async def test_stage_stores_state_emits_the_dimension_and_drops_stale_changes(cdc_app: CdcApp, captured: Captured) -> None:
+def stage_record(*messages: dict) -> bytes:
+    return orjson.dumps(list(messages))
+
+
+async def test_stage_stores_state_emits_the_dimension_and_drops_stale_changes(
+        cdc_app: CdcApp, captured: Captured) -> None:
     agent = cdc_app.agents["cdcapp.stage.customers"]
-    row = {**CUSTOMER, "created_at": "2024-01-01 00:00:00"}
+    partition = partition_of("postgres|7", PARTITIONS)
     async with agent.test_context() as context:
-        await context.put(key=b"postgres|7", value=orjson.dumps({"t": "chg", "op": "c", "row": row, "pos": 10, "ts": 1}))
-        await context.put(key=b"postgres|7", value=orjson.dumps(
-            {"t": "chg", "op": "u", "row": {**row, "city": "Paris"}, "pos": 5, "ts": 1}))
-    sink_rows = [m for t, _, m in captured.sent if t == "cdcapp.sink"]
-    assert len(sink_rows) == 1, "the older change must not produce a row"
-    assert sink_rows[0]["table"] == "dim_customer"
-    assert sink_rows[0]["row"]["city"] == "Lyon"
-    assert sink_rows[0]["row"]["_version"] == 10
-    state = orjson.loads(cdc_app.pipeline.stage_tables["customers"].state[b"postgres|7"])
+        await context.put(value=stage_record(change("postgres|7", "c", ROW, 10, 1)), partition=partition)
+        await context.put(value=stage_record(change("postgres|7", "u", {**ROW, "city": "Paris"}, 5, 1)),
+                          partition=partition)
+        await captured.settled()
+    rows = [row for _, record in captured.records("cdcapp.sink") for row in record]
+    assert len(rows) == 1, "the older change must not produce a row"
+    table, key, row, _ = rows[0]
+    assert (table, key, row["city"], row["_version"]) == ("dim_customer", "postgres|7", "Lyon", 10)
+    state = cdc_app.pipeline.stage_tables["customers"].store(partition).get("postgres|7")
     assert state["pos"] == 10 and state["row"]["city"] == "Lyon"
+    changelog = [value for topic, _, key, value in captured.sent
+                 if topic == "cdcapp-unit-customers-state-changelog" and key == b"postgres|7"]
+    assert len(changelog) == 1 and changelog[0]["pos"] == 10
 
 
-async def test_a_subscription_is_answered_with_the_parent_view(cdc_app: CdcApp, captured: Captured) -> None:
+async def test_a_subscription_is_answered_with_the_parents_projection(cdc_app: CdcApp, captured: Captured) -> None:
     agent = cdc_app.agents["cdcapp.stage.products"]
+    partition = partition_of("postgres|3", PARTITIONS)
     product = {"id": 3, "name": "Lamp", "category": "home", "price": "9.90", "created_at": "2024-01-01 00:00:00"}
     async with agent.test_context() as context:
-        await context.put(key=b"postgres|3", value=orjson.dumps({"t": "chg", "op": "c", "row": product, "pos": 1, "ts": 1}))
-        await context.put(key=b"postgres|3", value=orjson.dumps(
-            {"t": "sub", "c": "order_items", "r": "product", "k": "postgres|11", "ts": 2}))
-    replies = [(k, m) for t, k, m in captured.sent if t == "cdcapp.stage.order_items"]
-    assert replies == [(b"postgres|11", {"t": "info", "r": "product", "p": "postgres|3",
-                                         "view": {"row": product, "refs": {}}, "v": 1, "ts": 2})]
-    assert orjson.loads(cdc_app.pipeline.stage_tables["products"].subscribers[b"postgres|3"]) == {
-        "order_items.product": ["postgres|11"]}
+        await context.put(value=stage_record(change("postgres|3", "c", product, 1, 1)), partition=partition)
+        await context.put(value=stage_record(subscription("sub", "postgres|3", "order_items", "product",
+                                                          "postgres|11", 2)), partition=partition)
+        await captured.settled()
+    replies = captured.records("cdcapp.stage.order_items")
+    assert replies == [(partition_of("postgres|11", PARTITIONS), [
+        {"t": "info", "k": ["postgres|11"], "r": "product", "p": "postgres|3",
+         "view": {"row": {"name": "Lamp", "category": "home"}, "refs": {}}, "v": 1, "ts": 2}])], \
+        "the price is no fact's column: the view leaves it out"
+    store = cdc_app.pipeline.stage_tables["products"].store(partition)
+    assert list(store.children("postgres|3")) == [("order_items", "product", "postgres|11")]

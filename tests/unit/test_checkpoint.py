@@ -56,8 +56,8 @@ async def test_sink_acks_only_after_its_insert_returned() -> None:
     now = [100.0]
     sink = Sink(FlakyWriter(2, log), SinkBuffer(SHAPES), FlushPolicy(10, 0.5), Backoff(0.2, 30), ack,
                 clock=lambda: now[0], sleep=sleep)
-    sink.add(customer_row(1), "e1")
-    sink.add(customer_row(2), "e2")
+    sink.add([customer_row(1)], "e1")
+    sink.add([customer_row(2)], "e2")
     assert not sink.due()
     now[0] += 0.5
     assert sink.due()

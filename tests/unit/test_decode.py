@@ -399,8 +399,14 @@ def test_schema_key_is_converted_with_key_schema():
 
 def test_key_value_that_does_not_fit_its_column_raises():
     with pytest.raises(DecodeError) as info:
-        decode(b'{"id": "x"}', sqlite_value({"id": 1}), columns=typed({"id": "Int64"}))
+        decode(b'{"id": "x"}', sqlite_value({"n": 1}), columns=typed({"id": "Int64"}))
     assert "key.id" in str(info.value) and "Int64" in str(info.value)
+
+
+def test_the_row_gives_the_key_when_it_has_every_key_column():
+    """The key message is parsed only when the row lacks a key column: it costs a JSON parse."""
+    assert decode(b'{"id": 99}', sqlite_value({"id": 1}), columns=typed({"id": "Int64"})).key == {"id": 1}
+    assert decode(b'{"id": 99}', sqlite_value({"n": 1})).key == {"id": 99}
 
 
 def test_missing_key_uses_pk_columns_from_after():
@@ -776,8 +782,9 @@ KEY_ERRORS = [
 
 @pytest.mark.parametrize(("key", "where"), [c[1:] for c in KEY_ERRORS], ids=[c[0] for c in KEY_ERRORS])
 def test_malformed_key_raises_decode_error(key, where):
+    """A key message the decoder needs (the row lacks a key column) must be well formed."""
     with pytest.raises(DecodeError) as info:
-        decode(key, message(PG, "create")[1])
+        decode(key, message(PG, "create")[1], pk_columns=("key_only",))
     assert where in str(info.value)
 
 

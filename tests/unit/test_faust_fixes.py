@@ -12,10 +12,12 @@ from typing import Any
 import pytest
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
+from aiokafka.structs import ConsumerRecord
 from faust.types.tuples import ConsumerMessage
 
 from cdcapp.runtime.app import CdcApp, create_app
 from cdcapp.runtime.faust.buffer import ChangelogBuffer
+from cdcapp.runtime.faust.bulk import BulkMessage, bulk_message
 from cdcapp.runtime.faust.consumer import Consumer
 from cdcapp.runtime.faust.fetch import ReadOffsets
 from cdcapp.runtime.faust.producer import Producer
@@ -105,34 +107,40 @@ def test_every_write_but_a_delivery_is_a_seek_with_a_new_serial() -> None:
     assert offsets.serial[TP0] > previous and offsets[TP0] is None
 
 
+def record(offset: int, topic: str = TOPIC) -> ConsumerRecord:
+    return ConsumerRecord(topic, 0, offset, 0, 0, b"k", b"v", None, 1, 1, ())
+
+
 async def run_one_fetch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, offsets: list[int],
-                        seek_during: int | None) -> tuple[Consumer, list[int], list[tuple[Any, int]]]:
+                        seek_during: int | None, bulk: bool = False) -> tuple[Consumer, list[Any], list[tuple[Any, int]]]:
     """Drive the fetch loop of a new app's consumer (a service of this test's event loop) over one
     fetch of ``offsets``; a seek to 5 lands while ``seek_during`` is delivered."""
     app = create_app(unit_settings(tmp_path))
+    app.bulk_topics = frozenset({TOPIC}) if bulk else frozenset()
     consumer = app.consumer
     monkeypatch.setattr(app.topics, "acks_enabled_for", lambda topic: topic == TOPIC)
+    monkeypatch.setattr(app, "consumer_generation_id", 7)
     fetcher = SimpleNamespace(_stopped=asyncio.Event())
-    delivered: list[int] = []
+    delivered: list[Any] = []
     seeks: list[tuple[Any, int]] = []
 
-    async def getmany(timeout: float):  # noqa: ANN202 - an async generator, like Faust's
-        for offset in offsets:
-            yield TP0, message(offset)
+    async def wait_next_records(timeout: float) -> tuple[dict, None]:
         fetcher._stopped.set()
+        return {TP0: [record(offset) for offset in offsets]}, None
 
     async def callback(msg: ConsumerMessage) -> None:
-        delivered.append(msg.offset)
+        delivered.append(msg)
         if msg.offset == seek_during:
             consumer._read_offset[TP0] = 5  # what a rebalance's seek to the committed offset does
 
     async def seek(tp: Any, offset: int) -> None:
         seeks.append((tp, offset))
 
-    monkeypatch.setattr(consumer, "getmany", getmany)
+    monkeypatch.setattr(consumer, "_wait_next_records", wait_next_records)
     monkeypatch.setattr(consumer, "callback", callback)
     monkeypatch.setattr(consumer, "seek", seek)
     monkeypatch.setattr(consumer, "assignment", lambda: {TP0})
+    monkeypatch.setattr(consumer, "highwater", lambda tp: 0)
     consumer._read_offset[TP0] = 9
     await consumer._drain_messages(fetcher)
     return consumer, delivered, seeks
@@ -141,14 +149,36 @@ async def run_one_fetch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, offsets
 async def test_records_fetched_before_a_seek_are_withheld_and_the_partition_seeked_again(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     consumer, delivered, seeks = await run_one_fetch(tmp_path, monkeypatch, [10, 11, 12], seek_during=10)
-    assert delivered == [10], "11 and 12 were fetched before the seek: not delivered"
+    assert [m.offset for m in delivered] == [10], "11 and 12 were fetched before the seek: not delivered"
     assert consumer._read_offset[TP0] == 5, "the seek is not undone by the delivery of 10"
     assert seeks == [(TP0, 5)]
 
 
 async def test_without_a_seek_every_record_is_delivered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     consumer, delivered, seeks = await run_one_fetch(tmp_path, monkeypatch, [10, 11, 12], seek_during=None)
-    assert delivered == [10, 11, 12] and consumer._read_offset[TP0] == 12 and not seeks
+    assert [m.offset for m in delivered] == [10, 11, 12] and consumer._read_offset[TP0] == 12 and not seeks
+
+
+async def test_a_bulk_topic_gets_its_run_as_one_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    consumer, delivered, seeks = await run_one_fetch(tmp_path, monkeypatch, [10, 11, 12], seek_during=None,
+                                                     bulk=True)
+    (message,) = delivered
+    assert isinstance(message, BulkMessage) and (message.first_offset, message.offset) == (10, 12)
+    assert [r.offset for r in message.records] == [10, 11, 12] and consumer._read_offset[TP0] == 12
+
+
+def test_acking_a_bulk_message_credits_its_whole_run(consumer: Consumer) -> None:
+    run = bulk_message(consumer, TP0, [record(offset) for offset in (100, 101, 102)])
+    run.tracked = True
+    assert consumer.ack(run)
+    assert consumer._new_offset(TP0) == 103
+
+
+def test_a_bulk_message_of_an_older_generation_gets_no_credit(consumer: Consumer) -> None:
+    run = bulk_message(consumer, TP0, [record(offset) for offset in (100, 101)])
+    run.tracked, run.generation_id = True, 6
+    assert not consumer.ack(run)
+    assert consumer._new_offset(TP0) is None
 
 
 # ------------------------------------------------------------------ seek

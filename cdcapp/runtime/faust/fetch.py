@@ -20,6 +20,7 @@ from typing import Any
 
 from faust.transport.consumer import CONSUMER_FETCHING, Consumer
 
+from cdcapp.runtime.faust import bulk
 from cdcapp.runtime.metrics import STALE_DELIVERIES
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ async def drain_keeping_seeks(self: Consumer, fetcher: Any) -> None:
     """Faust's ``Consumer._drain_messages``, except for the seek serials (see the module text)."""
     read_offsets: ReadOffsets = self._read_offset
     acks_enabled_for = self.app.topics.acks_enabled_for
+    bulk_topics: frozenset[str] = getattr(self.app, "bulk_topics", frozenset())
     delivered_since_yield = 0
 
     def stopping() -> bool:
@@ -80,7 +82,7 @@ async def drain_keeping_seeks(self: Consumer, fetcher: Any) -> None:
             self.diag.set_flag(CONSUMER_FETCHING)
             serial_at_fetch: dict[Any, int] = dict(read_offsets.serial)
             overtaken: set[Any] = set()
-            batch = self.getmany(timeout=1.0)
+            batch = bulk.fetch(self, 1.0, bulk_topics)
             await self.sleep(0)  # getmany can return at once many times in a row
             if self.should_stop:
                 continue
@@ -96,10 +98,17 @@ async def drain_keeping_seeks(self: Consumer, fetcher: Any) -> None:
                 read = read_offsets[tp]
                 if read is not None and offset < read:
                     continue  # re-fetched below the read offset: already delivered
-                if read and offset - read > 1 and acks_enabled_for(message.topic):
+                if isinstance(message, bulk.BulkMessage):
+                    if read is not None and message.first_offset < read:
+                        message.records = [r for r in message.records if r.offset >= read]
+                        message.first_offset = message.records[0].offset
+                    first = message.first_offset
+                else:
+                    first = offset
+                if read and first - read > 1 and acks_enabled_for(message.topic):
                     # Offsets absent from a partition (compaction, transaction markers) are
                     # counted as done, or the commit would wait for them forever.
-                    await self._add_gap(tp, read + 1, offset)
+                    await self._add_gap(tp, read + 1, first)
                 commit_every = self._commit_every
                 if commit_every is not None and self._n_acked >= commit_every:
                     self._n_acked = 0

@@ -24,6 +24,24 @@ class Producer(faust_aiokafka.Producer):
         self.deliveries.watch(delivery)
         return delivery
 
+    async def send_records(self, topic: str, partition: int, records: list[tuple[bytes, bytes | None]]) -> Any:
+        """Many records for one partition as few batches: aiokafka's batch builder takes a record
+        for a fraction of what a ``send`` costs. Returns the delivery of the last batch, whose
+        metadata has the batch's first offset; every batch's delivery is watched like a send's."""
+        kafka = self._ensure_producer()
+        delivery = None
+        builder = kafka.create_batch()
+        for key, value in records:
+            if builder.append(key=key, value=value, timestamp=None) is None:
+                delivery = await kafka.send_batch(builder, topic, partition=partition)
+                self.deliveries.watch(delivery)
+                builder = kafka.create_batch()
+                builder.append(key=key, value=value, timestamp=None)
+        if builder.record_count():
+            delivery = await kafka.send_batch(builder, topic, partition=partition)
+            self.deliveries.watch(delivery)
+        return delivery
+
     async def flush(self) -> None:
         await checkpoint.flush_before_commit(self.buffer, self._flush_kafka, self.deliveries)
 

@@ -1,0 +1,58 @@
+"""Events in batches: what arrives within a short linger, up to a maximum.
+
+An agent handed to ``each_batch`` reads its stream without acks. A batch opens with the first
+event that arrives and closes ``linger_s`` later, or as soon as it holds ``max_events``; then it
+goes to ``handle``. Under load batches fill up and Faust's and Kafka's per-record costs are
+shared by many changes; when idle, an event waits at most ``linger_s``. Every event is
+acknowledged after ``handle`` returned, that is after everything it caused was handed to the
+producer.
+
+The stream is read by a task of its own into a bounded queue, so that waiting for the next event
+can time out without cancelling Faust's stream iteration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import faust
+
+
+async def each_batch(stream: faust.StreamT, handle: Callable[[list[faust.EventT]], Awaitable[None]],
+                     max_events: int, linger_s: float) -> None:
+    manual = stream.noack()
+    queue: asyncio.Queue[faust.EventT] = asyncio.Queue(maxsize=max_events)
+
+    async def read() -> None:
+        async for event in manual.events():
+            await queue.put(event)
+
+    reader = asyncio.ensure_future(read())
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            first = asyncio.ensure_future(queue.get())
+            await asyncio.wait([first, reader], return_when=asyncio.FIRST_COMPLETED)
+            if not first.done():
+                first.cancel()
+                reader.result()  # the stream ended: raise what ended it
+                return
+            batch = [first.result()]
+            deadline = loop.time() + linger_s
+            while len(batch) < max_events:
+                if queue.empty():
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    try:
+                        batch.append(await asyncio.wait_for(queue.get(), remaining))
+                    except asyncio.TimeoutError:
+                        break
+                else:
+                    batch.append(queue.get_nowait())
+            await handle(batch)
+            for event in batch:
+                await manual.ack(event)
+    finally:
+        reader.cancel()

@@ -1,0 +1,45 @@
+"""Messages gathered per destination partition and sent as batch records.
+
+A Kafka record on a stage or sink topic carries a JSON list of messages whose keys all belong to
+its partition (``cdcapp.model.messages``). The outbox keeps one list per (topic, partition),
+sends one record per list when asked, and splits a list whose record would come near Kafka's
+1 MB request limit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cdcapp.model.messages import encode_batch
+
+MAX_RECORD_BYTES = 900_000
+#: a full list is sent before the batch ends, so that a large fan-out streams in bounded memory
+MAX_MESSAGES = 2_000
+
+
+class Outbox:
+    def __init__(self, producer: Any) -> None:
+        self.producer = producer
+        self.lists: dict[tuple[str, int], list[Any]] = {}
+        self.records = 0
+
+    async def add(self, topic: str, partition: int, message: Any) -> None:
+        pending = self.lists.setdefault((topic, partition), [])
+        pending.append(message)
+        if len(pending) >= MAX_MESSAGES:
+            await self._send(topic, partition, self.lists.pop((topic, partition)))
+
+    async def flush(self) -> None:
+        lists, self.lists = self.lists, {}
+        for (topic, partition), messages in lists.items():
+            await self._send(topic, partition, messages)
+
+    async def _send(self, topic: str, partition: int, messages: list[Any]) -> None:
+        value = encode_batch(messages)
+        if len(value) > MAX_RECORD_BYTES and len(messages) > 1:
+            half = len(messages) // 2
+            await self._send(topic, partition, messages[:half])
+            await self._send(topic, partition, messages[half:])
+            return
+        await self.producer.send(topic, None, value, partition, None, None)
+        self.records += 1

@@ -1,0 +1,380 @@
+"""The parts of ``cdcapp bench``: drain, freshness, initial load and fan-out.
+
+Every part runs a pipeline of its own (``cdcapp.tools.pipeline``) on a benchmark source of its
+own (``source.BenchSource``), and ends with the ground-truth check: a rate that was not verified
+equal is not reported as a result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import multiprocessing
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cdcapp.clickhouse.client import open_target
+from cdcapp.config import Settings
+from cdcapp.kafka_admin import group_lag
+from cdcapp.model.spec import Spec
+from cdcapp.sources.connections import connect, split_statements
+from cdcapp.tools.bench.baselines import bare_agent, raw_copy
+from cdcapp.tools.bench.source import BenchSource
+from cdcapp.tools.pipeline import Pipeline
+from cdcapp.tools.worker_process import WorkerProcess
+from cdcapp.tools.workload import run_workload
+
+Echo = Callable[[str], None]
+MIB = 1024 * 1024
+
+
+def _pg(source: BenchSource, synchronous_commit: bool = False) -> Any:
+    conn = connect("postgres", source.settings)
+    if not synchronous_commit:
+        # The workload's commits return before the WAL flush: the bench measures the pipeline, not
+        # PostgreSQL's fsync. (Logical decoding reads only flushed WAL, so markers, which time a
+        # commit, keep synchronous commits: theirs flushes everything before it too.)
+        conn.execute("SET synchronous_commit TO off")
+        conn.commit()
+    return conn
+
+
+def pipeline_topics(pipeline: Pipeline, source: BenchSource) -> list[str]:
+    prefix = pipeline.settings.internal_topic_prefix
+    entities = list(pipeline.spec.entities)
+    return [*source.topics(pipeline.spec), *(f"{prefix}.stage.{e}" for e in entities), f"{prefix}.sink"]
+
+
+def wait_caught_up(pipeline: Pipeline, source: BenchSource, worker: WorkerProcess, timeout_s: float,
+                   poll_s: float = 0.5) -> float:
+    """Until the pipeline's consumer group has committed every record of every topic it reads,
+    twice in a row; returns that moment (``time.monotonic``). A commit follows the sink's insert
+    and every send the record caused, so nothing is in flight then."""
+    topics = pipeline_topics(pipeline, source)
+    bootstrap = pipeline.settings.kafka_bootstrap
+    deadline = time.monotonic() + timeout_s
+    zero_since: float | None = None
+    while time.monotonic() < deadline:
+        if worker.process is not None and worker.process.poll() is not None:
+            raise RuntimeError(f"worker exited with {worker.process.returncode}; see {worker.log_path}")
+        now = time.monotonic()
+        lag = asyncio.run(group_lag(bootstrap, pipeline.settings.app_id, topics))
+        if lag == 0:
+            if zero_since is not None:
+                return zero_since
+            zero_since = now
+        else:
+            zero_since = None
+        time.sleep(poll_s)
+    raise TimeoutError(f"pipeline {pipeline.settings.app_id} still lagging after {timeout_s:.0f}s")
+
+
+def _verified(pipeline: Pipeline, source: BenchSource, wait_s: float = 300.0) -> bool:
+    return pipeline.verify("postgres", source_id=source.name, wait_s=wait_s).equal
+
+
+def _mib(value: int | None) -> float | None:
+    return round(value / MIB, 1) if value is not None else None
+
+
+@dataclass
+class Drained:
+    source: BenchSource
+    pipeline: Pipeline
+    worker: WorkerProcess
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+def drain(base: Settings, spec: Spec, run_id: str, changes: int, seed: int, log_dir: Path, echo: Echo) -> Drained:
+    """N source changes queued while no worker runs, then a fresh worker until ClickHouse is equal."""
+    source = BenchSource(base, "bench", f"bench{run_id}")
+    echo(f"drain: fresh source database {source.name}, topics {source.topic_prefix}.*")
+    source.reset()
+    source.deploy_connector()
+    conn = _pg(source)
+    try:
+        stats = run_workload(conn, "postgres", rate=0, changes=changes, seed=seed)
+    finally:
+        conn.close()
+    echo(f"drain: {stats.changes:,} changes written at {stats.rate:,.0f}/s; waiting for Debezium")
+    records = source.wait_published(spec, at_least=stats.changes)
+    topics = source.topics(spec)
+    ch_url = f"clickhouse://default@127.0.0.1:{base.clickhouse_port}/bench{run_id}_raw"
+    # The copy takes seconds and the machine is shared with the stack: the median of three runs.
+    runs = sorted((raw_copy(base.kafka_bootstrap, topics, ch_url, f"bench{run_id}_raw") for _ in range(3)),
+                  key=lambda r: r["rate"])
+    raw = {**runs[1], "runs": [r["rate"] for r in runs]}
+    echo(f"drain: raw copy {raw['rate']:,.0f} records/s (median of {', '.join(f'{r:,.0f}' for r in raw['runs'])})")
+    bare = bare_agent(base.kafka_bootstrap, topics, records)
+    echo(f"drain: bare Faust agent {bare['rate']:,.0f} records/s")
+    pipeline = Pipeline.fresh(source.settings, log_dir, prefix=f"bench{run_id}w")
+    started = time.monotonic()
+    worker = pipeline.start_worker(wait=True)
+    ready = time.monotonic()
+    echo(f"drain: worker ready after {ready - started:.1f}s; draining {records:,} records")
+    done = wait_caught_up(pipeline, source, worker, timeout_s=3600)
+    equal = _verified(pipeline, source)
+    seconds = done - ready
+    sink_rows = worker.metric_total("cdcapp_sink_rows_total")
+    rate = stats.changes / seconds
+    result = {
+        "source_changes": stats.changes, "records": records, "seconds": round(seconds, 2),
+        "startup_seconds": round(ready - started, 2), "rate": round(rate, 1), "verified_equal": equal,
+        "sink_rows": int(sink_rows), "sink_rows_per_change": round(sink_rows / stats.changes, 3),
+        "peak_rss_mib": _mib(worker.peak_rss_bytes()),
+        "raw_copy": raw, "bare_agent": bare,
+        "ratio_to_raw_copy": round(rate / raw["rate"], 4),
+    }
+    echo(f"drain: {rate:,.0f} source changes/s ({seconds:.1f}s), {result['ratio_to_raw_copy']:.3f} of the raw copy, "
+         f"verify {'equal' if equal else 'NOT EQUAL'}")
+    return Drained(source, pipeline, worker, result)
+
+
+#: what one generator process sustains here beside the stack; higher rates are split between several
+GENERATOR_RATE = 700
+
+
+def _generate(source: BenchSource, rate: float, duration_s: float, seed: int) -> tuple[int, float]:
+    conn = _pg(source)
+    try:
+        stats = run_workload(conn, "postgres", rate=rate, duration=duration_s, seed=seed)
+    finally:
+        conn.close()
+    return stats.changes, stats.elapsed_s
+
+
+def _generate_in_processes(source: BenchSource, rate: float, duration_s: float) -> tuple[int, float]:
+    """The workload at ``rate`` changes/s, from as many processes as that takes; (changes, seconds)."""
+    processes = max(1, math.ceil(rate / GENERATOR_RATE))
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        runs = list(pool.map(_generate, [source] * processes, [rate / processes] * processes,
+                             [duration_s] * processes, [int(rate) + i for i in range(processes)]))
+    return sum(c for c, _ in runs), max(s for _, s in runs)
+
+
+class Markers:
+    """New order items written every ``interval_s`` into a marker order; each is timed from its
+    commit to its first sight in ClickHouse's fact table (read there, not from any metric)."""
+
+    def __init__(self, source: BenchSource, database: str, interval_s: float = 0.1, poll_s: float = 0.05) -> None:
+        self.source = source
+        self.database = database
+        self.interval_s = interval_s
+        self.poll_s = poll_s
+        self.committed: dict[int, float] = {}
+        self.seen: dict[int, float] = {}
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+
+    def _parents(self, conn: Any) -> tuple[int, int]:
+        with conn.cursor() as cur:
+            cur.execute("INSERT INTO customers (email, name, country, city, created_at) "
+                        "VALUES ('marker@bench', 'Marker', 'ZZ', 'Bench', now()) RETURNING id")
+            customer = cur.fetchone()[0]
+            cur.execute("INSERT INTO products (name, category, price, created_at) "
+                        "VALUES ('Marker', 'bench', 1.00, now()) RETURNING id")
+            product = cur.fetchone()[0]
+            cur.execute("INSERT INTO orders (customer_id, order_date, status, total) "
+                        "VALUES (%s, now(), 'marker', 0) RETURNING id", (customer,))
+            order = cur.fetchone()[0]
+        conn.commit()
+        return order, product
+
+    def write(self) -> None:
+        conn = _pg(self.source, synchronous_commit=True)
+        try:
+            order, product = self._parents(conn)
+            while not self.stop.wait(self.interval_s):
+                with conn.cursor() as cur:
+                    cur.execute("INSERT INTO order_items (order_id, product_id, quantity, price) "
+                                "VALUES (%s, %s, 1, 1.00) RETURNING id", (order, product))
+                    item = cur.fetchone()[0]
+                conn.commit()
+                with self.lock:
+                    self.committed[item] = time.time()
+        finally:
+            conn.close()
+
+    def watch(self, clickhouse_url: str) -> None:
+        target = open_target(clickhouse_url, self.database)
+        try:
+            while not (self.stop.is_set() and self._pending() == []):
+                pending = self._pending()
+                if pending:
+                    rows = target.query(
+                        f"SELECT DISTINCT id FROM {target.database}.fact_order WHERE _source = '{self.source.name}' "
+                        f"AND _is_deleted = 0 AND id IN ({','.join(map(str, pending))})")
+                    now = time.time()
+                    with self.lock:
+                        for (item,) in rows:
+                            self.seen.setdefault(int(item), now)
+                if self.stop.is_set() and time.time() - max(self.committed.values(), default=0) > 30:
+                    return  # what is not seen 30 s after the last marker counts as unseen
+                time.sleep(self.poll_s)
+        finally:
+            target.close()
+
+    def _pending(self) -> list[int]:
+        with self.lock:
+            return [i for i in self.committed if i not in self.seen]
+
+    def latencies(self) -> list[tuple[float, float]]:
+        """(commit time, seconds to visible) per marker seen, in commit order."""
+        return sorted((t, self.seen[i] - t) for i, t in self.committed.items() if i in self.seen)
+
+
+def _latency_summary(latencies: list[float], written: int) -> dict[str, Any]:
+    """Percentiles over every marker written: one never seen counts as slower than any seen, so a
+    percentile that falls on one is unknown (None) rather than flattered."""
+    ordered = sorted(latencies)
+
+    def percentile(q: float) -> float | None:
+        index = int(q * written)
+        return round(ordered[index], 3) if index < len(ordered) else None
+
+    third = max(1, len(latencies) // 3)
+    first = statistics.median(latencies[:third]) if latencies else None
+    last = statistics.median(latencies[-third:]) if latencies else None
+    return {
+        "p50_s": percentile(0.5), "p99_s": percentile(0.99), "max_s": round(ordered[-1], 3) if ordered else None,
+        "first_third_p50_s": round(first, 3) if first is not None else None,
+        "last_third_p50_s": round(last, 3) if last is not None else None,
+        "flat": first is not None and last is not None and len(latencies) == written and last - first < 0.5,
+    }
+
+
+def freshness(drained: Drained, rates: list[float], duration_s: float, echo: Echo) -> list[dict[str, Any]]:
+    """The generator at steady rates through Debezium, with markers timed commit -> visible."""
+    results = []
+    source, pipeline = drained.source, drained.pipeline
+    for rate in rates:
+        markers = Markers(source, pipeline.settings.app_id)
+        outcome: dict[str, Any] = {}
+
+        def generate() -> None:
+            try:
+                outcome["stats"] = _generate_in_processes(source, rate, duration_s)
+            finally:
+                markers.stop.set()
+
+        writer = threading.Thread(target=generate)
+        marker_writer = threading.Thread(target=markers.write)
+        watcher = threading.Thread(target=markers.watch, args=(pipeline.settings.resolved_clickhouse_url,))
+        writer.start()
+        time.sleep(1.0)  # the generator has read its live ids: the marker rows stay out of its picks
+        marker_writer.start()
+        watcher.start()
+        writer.join()
+        marker_writer.join()
+        watcher.join()
+        timed = markers.latencies()
+        lat = [d for _, d in timed]
+        changes, seconds = outcome["stats"]
+        result = {
+            "target_rate": rate, "achieved_rate": round(changes / seconds, 1), "seconds": round(seconds, 1),
+            "markers": len(markers.committed), "markers_seen": len(lat), **_latency_summary(lat, len(markers.committed)),
+        }
+        echo(f"freshness at {rate:,.0f}/s (achieved {result['achieved_rate']:,.0f}/s): p50 {result['p50_s']}s, "
+             f"p99 {result['p99_s']}s, {len(lat)}/{len(markers.committed)} markers seen, "
+             f"{'flat' if result['flat'] else 'GROWING'} "
+             f"({result['first_third_p50_s']}s -> {result['last_third_p50_s']}s)")
+        results.append(result)
+    drained.result["freshness_peak_rss_mib"] = _mib(drained.worker.peak_rss_bytes())
+    drained.result["freshness_verified_equal"] = _verified(pipeline, source)
+    return results
+
+
+FILL_SQL = """
+INSERT INTO customers (email, name, country, city, created_at)
+  SELECT 'c' || g || '@load', 'Customer ' || g, (ARRAY['DE','FR','NL','ES','IT','PL','US','GB'])[1 + g %% 8],
+         'City ' || (g %% 50), timestamp '2024-01-01' + g * interval '1 minute'
+  FROM generate_series(1, %(customers)s) g;
+INSERT INTO products (name, category, price, created_at)
+  SELECT 'Product ' || g, (ARRAY['books','toys','garden','kitchen'])[1 + g %% 4], 1 + (g %% 9000) / 100.0,
+         timestamp '2024-01-01' + g * interval '1 minute'
+  FROM generate_series(1, %(products)s) g;
+INSERT INTO orders (customer_id, order_date, status, total)
+  SELECT 1 + g %% %(customers)s, timestamp '2024-02-01' + g * interval '1 second',
+         (ARRAY['pending','paid','shipped','completed'])[1 + g %% 4], 0
+  FROM generate_series(1, %(orders)s) g;
+INSERT INTO order_items (order_id, product_id, quantity, price)
+  SELECT 1 + g %% %(orders)s, CASE WHEN g <= %(hot_items)s THEN 1 ELSE 2 + g %% (%(products)s - 1) END,
+         1 + g %% 5, 1 + (g %% 9000) / 100.0
+  FROM generate_series(1, %(items)s) g;
+"""
+
+
+def initial_load(base: Settings, spec: Spec, run_id: str, items: int, hot_items: int, log_dir: Path,
+                 echo: Echo) -> dict[str, Any]:
+    """A pre-filled database snapshotted by Debezium, then drained; then the fan-out of its
+    hottest product (product 1, with ``hot_items`` order items) renamed."""
+    source = BenchSource(base, "benchload", f"benchload{run_id}")
+    source.reset()
+    sizes = {"items": items, "hot_items": hot_items, "orders": max(1, items // 4),
+             "customers": max(1, items // 20), "products": max(2, items // 100)}
+    conn = connect("postgres", source.settings)
+    try:
+        with conn.cursor() as cur:
+            for statement in split_statements(FILL_SQL):
+                cur.execute(statement, sizes)
+        conn.commit()
+    finally:
+        conn.close()
+    rows = sizes["items"] + sizes["orders"] + sizes["customers"] + sizes["products"]
+    echo(f"initial load: {rows:,} rows in {source.name} ({items:,} order items); Debezium snapshot")
+    snapshot_started = time.monotonic()
+    source.deploy_connector()
+    records = source.wait_published(spec, at_least=rows, quiet_s=5.0, timeout_s=3600)
+    snapshot_s = time.monotonic() - snapshot_started
+    pipeline = Pipeline.fresh(source.settings, log_dir, prefix=f"benchload{run_id}w")
+    worker = pipeline.start_worker(wait=True)
+    ready = time.monotonic()
+    try:
+        done = wait_caught_up(pipeline, source, worker, timeout_s=7200, poll_s=1.0)
+        equal = _verified(pipeline, source, wait_s=600)
+        seconds = done - ready
+        result: dict[str, Any] = {
+            "rows": rows, "records": records, "debezium_snapshot_seconds": round(snapshot_s, 1),
+            "seconds": round(seconds, 1), "rate": round(rows / seconds, 1), "verified_equal": equal,
+            "sink_rows": int(worker.metric_total("cdcapp_sink_rows_total")),
+            "peak_rss_mib": _mib(worker.peak_rss_bytes()),
+        }
+        echo(f"initial load: {result['rate']:,.0f} rows/s ({seconds:.1f}s), verify {'equal' if equal else 'NOT EQUAL'}")
+        result["fanout"] = fanout(pipeline, source, worker, hot_items, echo)
+        return result
+    finally:
+        pipeline.stop()
+        source.remove_connector()
+
+
+def fanout(pipeline: Pipeline, source: BenchSource, worker: WorkerProcess, hot_items: int,
+           echo: Echo) -> dict[str, Any]:
+    new_name = f"Renamed {int(time.time())}"
+    conn = connect("postgres", source.settings)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("UPDATE products SET name = %s WHERE id = 1", (new_name,))
+        conn.commit()
+    finally:
+        conn.close()
+    started = time.monotonic()
+    done = wait_caught_up(pipeline, source, worker, timeout_s=3600, poll_s=0.5)
+    target = open_target(pipeline.settings.resolved_clickhouse_url, pipeline.settings.app_id)
+    try:
+        shown = target.query(
+            f"SELECT count() FROM {target.database}.fact_order_current WHERE _source = '{source.name}' "
+            f"AND product_id = 1 AND product_name = '{new_name}'")[0][0]
+    finally:
+        target.close()
+    result = {"children": hot_items, "rows_renamed": int(shown), "seconds": round(done - started, 1),
+              "crashed": worker.process is None or worker.process.poll() is not None,
+              "peak_rss_mib": _mib(worker.peak_rss_bytes())}
+    echo(f"fan-out: {int(shown):,} of {hot_items:,} fact rows renamed after {result['seconds']}s, "
+         f"peak RSS {result['peak_rss_mib']} MiB")
+    return result
