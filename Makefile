@@ -1,7 +1,7 @@
 # Every target runs tools as `python -m ...` of the interpreter the package is installed in.
 PYTHON ?= python
 
-.PHONY: install demo stack-up stack-down status test test-unit
+.PHONY: install demo bench stack-up stack-down status test test-unit
 
 install:
 	$(PYTHON) -m pip install -e '.[test]'
@@ -9,6 +9,11 @@ install:
 # The main job, once: stack, worker, workload, ground-truth check, revenue by country and category.
 demo: install
 	$(PYTHON) -m cdcapp.cli demo
+
+# Throughput, freshness and footprint on the local stack; prints a table and writes JSON
+# (docs/performance.md). About 25 minutes; BENCH_ARGS="--parts drain" runs one part.
+bench: install
+	$(PYTHON) -m cdcapp.cli bench $(BENCH_ARGS)
 
 stack-up:
 	$(PYTHON) -m cdcapp.cli stack up

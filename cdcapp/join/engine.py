@@ -177,9 +177,8 @@ class EntityStage:
                     facts = [_Tracked(row) for row in self._fact_rows(before)]
                 if views is not None:
                     views.see(self.view(state))
-                if facts and not all(f.dirty for f in facts):
-                    for tracked, row in zip(facts, self._fact_rows(state)):
-                        tracked.see(row)
+                for tracked, row in zip(facts, self._fact_rows(state)):
+                    tracked.see(row)
 
         result = GroupResult(state, own_applied or info_applied)
         if replayed:
@@ -197,10 +196,11 @@ class EntityStage:
                 result.rows.extend(self._dimension_rows(key, state, source, ts))
             if self.plan.facts:
                 if not tracking:
-                    facts = [_Tracked(None) for _ in self.plan.facts]
+                    facts = [_Tracked(None, row) for row in self._fact_rows(state)]
                 self._fact_outputs(key, state, facts, source, ts, force, result)
         if self.has_children and (force or (views is not None and views.dirty) or new_subscribers):
-            view = self.view(state)
+            # Only applied messages change the state: the last one seen is the final view.
+            view = views.last if views is not None else self.view(state)
             if force or (views is not None and views.dirty):
                 result.broadcast = Broadcast(key, view, state["v"], ts)
             else:
@@ -275,10 +275,12 @@ class EntityStage:
     # ------------------------------------------------------------------ rows
     def _fact_outputs(self, key: str, state: State, facts: list["_Tracked"], source: str, ts: int, force: bool,
                       result: GroupResult) -> None:
+        """``facts``: per fact, its row at the start of the group and in the final state."""
         meta = {"_source": source, "_version": state["v"]}
-        for fact, tracked, row in zip(self.plan.facts, facts, self._fact_rows(state)):
+        for fact, tracked in zip(self.plan.facts, facts):
             if not (force or tracked.dirty):
                 continue
+            row = tracked.last
             if row is not None:
                 result.rows.append(SinkRow(fact.table, key, {**row, **meta, "_is_deleted": 0}, ts))
             elif state["row"] is not None:
@@ -295,15 +297,18 @@ class EntityStage:
 
 
 class _Tracked:
-    """A value at the start of a group, and whether any state of the group differed from it."""
+    """A value at the start of a group, whether any state of the group differed from it, and the
+    last one seen."""
 
-    __slots__ = ("start", "dirty")
+    __slots__ = ("start", "dirty", "last")
 
-    def __init__(self, start: Any) -> None:
+    def __init__(self, start: Any, last: Any = None) -> None:
         self.start = start
         self.dirty = False
+        self.last = start if last is None else last
 
     def see(self, value: Any) -> None:
+        self.last = value
         if not self.dirty and value != self.start:
             self.dirty = True
 

@@ -13,24 +13,28 @@ from typing import Any
 from cdcapp.model.messages import encode_batch
 
 MAX_RECORD_BYTES = 900_000
-#: a full list is sent before the batch ends, so that a large fan-out streams in bounded memory
-MAX_MESSAGES = 2_000
+#: a list this heavy is sent before the batch ends, so that a large fan-out streams in bounded memory
+MAX_WEIGHT = 2_000
 
 
 class Outbox:
     def __init__(self, producer: Any) -> None:
         self.producer = producer
         self.lists: dict[tuple[str, int], list[Any]] = {}
+        self.weights: dict[tuple[str, int], int] = {}
         self.records = 0
 
-    async def add(self, topic: str, partition: int, message: Any) -> None:
-        pending = self.lists.setdefault((topic, partition), [])
-        pending.append(message)
-        if len(pending) >= MAX_MESSAGES:
-            await self._send(topic, partition, self.lists.pop((topic, partition)))
+    async def add(self, topic: str, partition: int, message: Any, weight: int = 1) -> None:
+        """``weight``: what the message holds (an info for 1,000 children weighs 1,000)."""
+        destination = (topic, partition)
+        self.lists.setdefault(destination, []).append(message)
+        self.weights[destination] = self.weights.get(destination, 0) + weight
+        if self.weights[destination] >= MAX_WEIGHT:
+            del self.weights[destination]
+            await self._send(topic, partition, self.lists.pop(destination))
 
     async def flush(self) -> None:
-        lists, self.lists = self.lists, {}
+        lists, self.lists, self.weights = self.lists, {}, {}
         for (topic, partition), messages in lists.items():
             await self._send(topic, partition, messages)
 

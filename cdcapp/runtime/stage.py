@@ -76,7 +76,8 @@ def _register_stage(app: faust.App, topics: Topics, stage: EntityStage, tables: 
                 await outbox.add(topics.sink_name, partition_for(row.sink_key), row.encode())
             for broadcast in result.broadcasts:
                 for send in expand(broadcast, store, partition_for, CHUNK):
-                    await outbox.add(topics.stage_names[send.entity], partition_for(send.key), send.message)
+                    await outbox.add(topics.stage_names[send.entity], partition_for(send.key), send.message,
+                                     len(send.message["k"]))
         await tables.flush(app.producer)
         await outbox.flush()
 

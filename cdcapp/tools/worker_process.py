@@ -43,16 +43,20 @@ class WorkerProcess:
         except (urllib.error.URLError, OSError, ValueError):
             return None
 
-    def metric_total(self, name: str) -> float:
-        """The sum of a metric's samples over all labels, from the worker's /metrics."""
+    def metric_samples(self, name: str) -> list[tuple[dict[str, str], float]]:
+        """(labels, value) of every sample of a metric, from the worker's /metrics."""
         with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as response:
             text = response.read().decode()
-        return sum(
-            sample.value
+        return [
+            (sample.labels, sample.value)
             for family in text_string_to_metric_families(text)
             for sample in family.samples
             if sample.name == name
-        )
+        ]
+
+    def metric_total(self, name: str) -> float:
+        """The sum of a metric's samples over all labels."""
+        return sum(value for _, value in self.metric_samples(name))
 
     def peak_rss_bytes(self) -> int | None:
         """The worker process's peak resident set size so far (Linux ``VmHWM``)."""

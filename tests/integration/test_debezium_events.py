@@ -78,15 +78,15 @@ async def events_for_key(
 
 
 def assert_change_events(events: list, source: str, row_id: int, email: str) -> None:
-    assert len(events) == 4, f"expected c, u, d and a tombstone; got {[e[1] and e[1]['payload']['op'] for e in events]}"
+    assert len(events) == 4, f"expected c, u, d and a tombstone; got {[e[1] and e[1]['op'] for e in events]}"
     values = [value for _, value in events]
-    assert [v["payload"]["op"] for v in values[:3]] == ["c", "u", "d"]
+    assert [v["op"] for v in values[:3]] == ["c", "u", "d"]
     assert values[3] is None, "delete must be followed by a tombstone"
     for v in values[:3]:
-        assert v["payload"]["source"]["name"] == source
-        # schemas.enable=true: every envelope carries its schema.
-        assert v["schema"]["type"] == "struct"
-    created, updated, deleted = (v["payload"] for v in values[:3])
+        assert v["source"]["name"] == source
+        # value.converter.schemas.enable=false: the envelope is the bare payload, no schema.
+        assert "schema" not in v and "payload" not in v
+    created, updated, deleted = values[:3]
     assert created["after"]["id"] == row_id and created["after"]["email"] == email
     assert updated["after"]["city"] == "Updated City"
     assert deleted["after"] is None and deleted["before"]["id"] == row_id
@@ -132,4 +132,4 @@ async def test_mariadb_change_events(stack: Settings) -> None:
         events = await events_for_key(consumer, "mariadb", row_id, 4)
     assert_change_events(events, "mariadb", row_id, email)
     # binlog_row_image=FULL: the delete carries the whole row, unlike PostgreSQL's key-only image.
-    assert events[2][1]["payload"]["before"]["email"] == email
+    assert events[2][1]["before"]["email"] == email

@@ -1,0 +1,30 @@
+"""Direct, partition-explicit table access on both Faust stores: writes, deletes, prefix scans."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cdcapp.runtime.app import create_app
+from cdcapp.runtime.tables import PartitionStore
+from tests.unit.conftest import unit_settings
+
+
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+def test_state_and_subscription_entries_per_partition(tmp_path: Path, store: str) -> None:
+    app = create_app(unit_settings(tmp_path).model_copy(update={"store": store}))
+    tables = app.pipeline.stage_tables["products"]
+    partition = PartitionStore(tables, 2)
+    partition.put("pg|1", {"pos": 7})
+    for child in ("pg|11", "pg|12", "pg|13"):
+        partition.subscribe("pg|1", "order_items", "product", child, True)
+    partition.subscribe("pg|10", "order_items", "product", "pg|99", True)  # a key the first one prefixes
+    partition.subscribe("pg|1", "order_items", "product", "pg|12", False)
+    assert partition.get("pg|1") == {"pos": 7} and partition.get("pg|2") is None
+    assert sorted(partition.children("pg|1")) == [("order_items", "product", "pg|11"),
+                                                  ("order_items", "product", "pg|13")]
+    assert list(partition.children("pg|10")) == [("order_items", "product", "pg|99")]
+    changelog = [(p, k, v) for p, k, v in tables.subscriptions.pending]
+    assert changelog[-1] == (2, b"pg|1\x00order_items\x00product\x00pg|12", None), "a delete is a tombstone"
+    assert len(tables.state.pending) == 1
