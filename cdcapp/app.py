@@ -13,9 +13,11 @@ from typing import Any
 @cache
 def _app() -> Any:
     from cdcapp.config import get_settings
-    from cdcapp.runtime.app import create_app
+    from cdcapp.runtime.app import create_app, tune_garbage_collector
 
-    return create_app(get_settings())
+    app = create_app(get_settings())
+    tune_garbage_collector()
+    return app
 
 
 def __getattr__(name: str) -> Any:

@@ -158,6 +158,7 @@ def bench(
     load_items: int = typer.Option(1_000_000, "--load-items", min=1000, help="Initial load: order items."),
     hot_items: int = typer.Option(200_000, "--hot-items", min=1, help="Fan-out: items of the renamed product."),
     out: Path | None = typer.Option(None, "--out", help="JSON result file (default <state>/bench/...)."),
+    keep: bool = typer.Option(False, "--keep", help="Leave the run's topics, databases and connector."),
 ) -> None:
     """Measure throughput, freshness and footprint on the local stack (docs/performance.md)."""
     from rich.console import Console
@@ -170,7 +171,7 @@ def bench(
     if unknown:
         raise typer.BadParameter(f"unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
     options = Options(chosen, changes, tuple(float(r) for r in rates.split(",")), freshness_s, load_items,
-                      min(hot_items, load_items), out=out)
+                      min(hot_items, load_items), out=out, keep=keep)
     run_bench(get_settings(), options, Console())
 
 

@@ -84,3 +84,16 @@ async def group_lag(bootstrap: str, group: str, topics: list[str]) -> int:
         await admin.close()
     done = {(tp.topic, tp.partition): meta.offset for tp, meta in committed.items()}
     return sum(max(0, end - max(0, done.get(tp, 0))) for tp, end in ends.items())
+
+
+async def delete_topics(bootstrap: str, prefix: str) -> list[str]:
+    """Delete every topic whose name starts with ``prefix``; returns their names."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=120_000)
+    await admin.start()
+    try:
+        doomed = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        for start in range(0, len(doomed), 50):
+            await admin.delete_topics(doomed[start:start + 50], timeout_ms=120_000)
+        return doomed
+    finally:
+        await admin.close()

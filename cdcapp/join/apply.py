@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from cdcapp.join.engine import Broadcast, EntityStage, Send, State
+from cdcapp.join.engine import Broadcast, EntityStage, Outputs, Send, State
 from cdcapp.model import messages
-from cdcapp.model.messages import Message, SinkRow
+from cdcapp.model.messages import Message
 
 
 class StageStore(Protocol):
@@ -34,16 +34,9 @@ class StageStore(Protocol):
 
 
 @dataclass
-class BatchResult:
-    sends: list[Send] = field(default_factory=list)
-    rows: list[SinkRow] = field(default_factory=list)
-    broadcasts: list[Broadcast] = field(default_factory=list)
+class BatchResult(Outputs):
     #: groups that raised, with the exception: their key's state is left as it was
     failed: list[tuple[str, list[Message], Exception]] = field(default_factory=list)
-    #: (message type, outcome) -> messages. Outcomes: applied; duplicate (delivered again); stale
-    #: (older than what the state holds); orphan (an info from a parent the row does not point
-    #: at); noop (an answer that the parent has no version yet)
-    outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 def by_key(batch: Iterable[Message]) -> tuple[dict[str, list[Message]], list[Any]]:
@@ -68,19 +61,18 @@ def apply_batch(stage: EntityStage, store: StageStore, batch: Iterable[Message])
     if malformed:
         out.failed.append(("?", malformed, ValueError("stage messages without a key")))
     for key, group in groups.items():
+        marks = len(out.sends), len(out.rows), len(out.broadcasts)
         try:
-            result = stage.process(key, store.get(key), group, out.outcomes)
+            result = stage.process(key, store.get(key), group, out)
         except Exception as exc:  # noqa: BLE001 - one poison group must not stop the partition
+            # What the group emitted before it failed goes with it: its state was not stored.
+            del out.sends[marks[0]:], out.rows[marks[1]:], out.broadcasts[marks[2]:]
             out.failed.append((key, group, exc))
             continue
         if result.changed:
             store.put(key, result.state)
-        for sub in result.subscriptions:
-            store.subscribe(key, sub.child_entity, sub.ref, sub.child_key, sub.on)
-        out.sends.extend(result.sends)
-        out.rows.extend(result.rows)
-        if result.broadcast is not None:
-            out.broadcasts.append(result.broadcast)
+        for (child_entity, ref, child_key), on in result.subscriptions.items():
+            store.subscribe(key, child_entity, ref, child_key, on)
     return out
 
 

@@ -67,14 +67,17 @@ class Broadcast:
     ts_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class Subscription:
-    """Add (``on``) or remove a subscription entry of the parent being processed."""
+@dataclass(slots=True)
+class Outputs:
+    """What groups emit, gathered over a batch: ``process`` appends to these."""
 
-    child_entity: str
-    ref: str
-    child_key: str
-    on: bool
+    sends: list[Send] = field(default_factory=list)
+    rows: list[SinkRow] = field(default_factory=list)
+    broadcasts: list[Broadcast] = field(default_factory=list)
+    #: (message type, outcome) -> messages. Outcomes: applied; duplicate (delivered again); stale
+    #: (older than what the state holds); orphan (an info from a parent the row does not point
+    #: at); noop (an answer that the parent has no version yet)
+    outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -82,10 +85,8 @@ class GroupResult:
     state: State | None
     #: the state differs from the one read: store it
     changed: bool
-    sends: list[Send] = field(default_factory=list)
-    rows: list[SinkRow] = field(default_factory=list)
-    subscriptions: list[Subscription] = field(default_factory=list)
-    broadcast: Broadcast | None = None
+    #: (child entity, ref, child key) -> subscribed (True) or not (False) after the group
+    subscriptions: dict[tuple[str, str, str], bool]
 
 
 class EntityStage:
@@ -111,10 +112,20 @@ class EntityStage:
         return {"row": {c: row.get(c) for c in self.plan.projection},
                 "refs": {name: slots[name]["view"] for name in self.plan.exported_refs}}
 
-    def _fact_rows(self, state: State | None) -> list[dict[str, Any] | None]:
-        if not self.plan.facts:
-            return []
-        if state is None or not state["live"] or any(state["refs"][n]["view"] is None for n in self.refs):
+    def _fact_input(self, state: State | None) -> tuple[list[Any], list[Any]] | None:
+        """What this row's fact rows are computed from (None: no inner-join row); comparing it
+        costs a fraction of computing the rows."""
+        if state is None or not state["live"]:
+            return None
+        slots = state["refs"]
+        views = [slots[name]["view"] for name in self.refs]
+        if None in views:
+            return None
+        row = state["row"]
+        return [row.get(c) for c in self.plan.fact_columns], views
+
+    def _fact_rows(self, state: State) -> list[dict[str, Any] | None]:
+        if self._fact_input(state) is None:
             return [None] * len(self.plan.facts)
         refs = {name: state["refs"][name]["view"] for name in self.refs}
         return [fact.row(state["row"], refs) for fact in self.plan.facts]
@@ -126,12 +137,10 @@ class EntityStage:
         }
 
     # ------------------------------------------------------------------ a group
-    def process(self, key: str, state: State | None, group: list[Message],
-                outcomes: dict[tuple[str, str], int] | None = None) -> GroupResult:
-        """One group: the messages of a batch for ``key``, in order. Counts each message's
-        outcome in ``outcomes`` under (type, outcome)."""
-        if outcomes is None:
-            outcomes = {}
+    def process(self, key: str, state: State | None, group: list[Message], out: Outputs) -> GroupResult:
+        """One group: the messages of a batch for ``key``, in order. Its sends, rows, broadcast and
+        outcomes go to ``out``; the new state and the subscription changes are returned."""
+        outcomes = out.outcomes
         before = state
         state = _copy(state) if state is not None else self._new_state()
         parents: dict[tuple[str, str], str] = {}  # (ref, parent key) -> last of "sub" / "unsub"
@@ -144,7 +153,7 @@ class EntityStage:
         # that differs from the start, and the final one supersedes them all. (Tracked from the
         # first message that changes the state: a group of subscriptions only leaves it be.)
         views: _Tracked | None = None
-        facts: list[_Tracked] = []
+        facts: _Tracked | None = None
         tracking = False
         ts = 0
         for message in group:
@@ -173,44 +182,42 @@ class EntityStage:
             if outcome == "applied":
                 if not tracking:
                     tracking = True
-                    views = _Tracked(self.view(before)) if self.has_children else None
-                    facts = [_Tracked(row) for row in self._fact_rows(before)]
+                    if self.has_children:
+                        views = _Tracked(self.view(before))
+                    if self.plan.facts:
+                        facts = _Tracked(self._fact_input(before))
                 if views is not None:
                     views.see(self.view(state))
-                for tracked, row in zip(facts, self._fact_rows(state)):
-                    tracked.see(row)
+                if facts is not None and not facts.dirty:
+                    facts.see(self._fact_input(state))
 
-        result = GroupResult(state, own_applied or info_applied)
         if replayed:
             self._resubscribe(state, parents)
         if parents:
+            refs = self.refs
             for (ref, parent_key), kind in parents.items():
-                result.sends.append(Send(self.refs[ref].entity, parent_key,
-                                         messages.subscription(kind, parent_key, self.entity, ref, key, ts)))
-        if subscriptions:
-            result.subscriptions = [Subscription(c, r, k, on) for (c, r, k), on in subscriptions.items()]
+                out.sends.append(Send(refs[ref].entity, parent_key,
+                                      messages.subscription(kind, parent_key, self.entity, ref, key, ts)))
         force = replayed or info_replayed
         if own_applied or force or tracking:
             source = source_of(key)
-            if own_applied or replayed:
-                result.rows.extend(self._dimension_rows(key, state, source, ts))
-            if self.plan.facts:
-                if not tracking:
-                    facts = [_Tracked(None, row) for row in self._fact_rows(state)]
-                self._fact_outputs(key, state, facts, source, ts, force, result)
+            if self.plan.dimensions and (own_applied or replayed):
+                self._dimension_rows(key, state, source, ts, out.rows)
+            if self.plan.facts and (force or (facts is not None and facts.dirty)):
+                self._fact_outputs(key, state, source, ts, out.rows)
         if self.has_children and (force or (views is not None and views.dirty) or new_subscribers):
             # Only applied messages change the state: the last one seen is the final view.
             view = views.last if views is not None else self.view(state)
             if force or (views is not None and views.dirty):
-                result.broadcast = Broadcast(key, view, state["v"], ts)
+                out.broadcasts.append(Broadcast(key, view, state["v"], ts))
             else:
+                version = state["v"] if before else NO_VERSION
                 for child_entity, ref, child_key in new_subscribers:
                     if subscriptions[(child_entity, ref, child_key)]:
-                        result.sends.append(Send(child_entity, child_key, messages.info(
-                            [child_key], ref, key, view, state["v"] if before else NO_VERSION, ts)))
-        if not result.changed and before is None:
-            result.state = None
-        return result
+                        out.sends.append(Send(child_entity, child_key,
+                                              messages.info([child_key], ref, key, view, version, ts)))
+        changed = own_applied or info_applied
+        return GroupResult(state if changed or before is not None else None, changed, subscriptions)
 
     # ------------------------------------------------------------------ own changes
     def _on_change(self, key: str, state: State, msg: Message, parents: dict[tuple[str, str], str]) -> str:
@@ -273,27 +280,21 @@ class EntityStage:
         return "applied"
 
     # ------------------------------------------------------------------ rows
-    def _fact_outputs(self, key: str, state: State, facts: list["_Tracked"], source: str, ts: int, force: bool,
-                      result: GroupResult) -> None:
-        """``facts``: per fact, its row at the start of the group and in the final state."""
+    def _fact_outputs(self, key: str, state: State, source: str, ts: int, rows: list[SinkRow]) -> None:
         meta = {"_source": source, "_version": state["v"]}
-        for fact, tracked in zip(self.plan.facts, facts):
-            if not (force or tracked.dirty):
-                continue
-            row = tracked.last
+        for fact, row in zip(self.plan.facts, self._fact_rows(state)):
             if row is not None:
-                result.rows.append(SinkRow(fact.table, key, {**row, **meta, "_is_deleted": 0}, ts))
+                rows.append(SinkRow(fact.table, key, {**row, **meta, "_is_deleted": 0}, ts))
             elif state["row"] is not None:
                 deleted = {**fact.deleted_row(state["row"]), **meta, "_is_deleted": 1}
-                result.rows.append(SinkRow(fact.table, key, deleted, ts))
+                rows.append(SinkRow(fact.table, key, deleted, ts))
 
-    def _dimension_rows(self, key: str, state: State, source: str, ts: int) -> list[SinkRow]:
-        if not self.plan.dimensions:
-            return []
+    def _dimension_rows(self, key: str, state: State, source: str, ts: int, rows: list[SinkRow]) -> None:
         image = state["row"] or {}
         row = {c: _or_default(image.get(c), t) for c, t in self.column_types.items()}
         row.update(_source=source, _version=state["pos"], _is_deleted=0 if state["live"] else 1)
-        return [SinkRow(table, key, row, ts) for table in self.plan.dimensions]
+        for table in self.plan.dimensions:
+            rows.append(SinkRow(table, key, row, ts))
 
 
 class _Tracked:
@@ -302,10 +303,10 @@ class _Tracked:
 
     __slots__ = ("start", "dirty", "last")
 
-    def __init__(self, start: Any, last: Any = None) -> None:
+    def __init__(self, start: Any) -> None:
         self.start = start
         self.dirty = False
-        self.last = start if last is None else last
+        self.last = start
 
     def see(self, value: Any) -> None:
         self.last = value

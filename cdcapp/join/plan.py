@@ -68,6 +68,8 @@ class EntityPlan:
     children: list[tuple[str, str]] = field(default_factory=list)
     dimensions: list[str] = field(default_factory=list)
     facts: list[FactShape] = field(default_factory=list)
+    #: own columns its facts read (what, with its parents' views, a fact row is made of)
+    fact_columns: list[str] = field(default_factory=list)
 
 
 def _add(items: list[Any], item: Any) -> None:
@@ -84,6 +86,8 @@ def plan(spec: Spec) -> dict[str, EntityPlan]:
         for name, path in fact.columns.items():
             refs, column, column_type = spec.resolve_path(fact.entity, path)
             paths.append((name, tuple(refs), column, column_type))
+            if not refs:
+                _add(plans[fact.entity].fact_columns, column)
             entity = fact.entity
             for depth, ref_name in enumerate(refs):
                 ref = spec.entities[entity].refs[ref_name]

@@ -9,14 +9,22 @@ producer.
 
 The stream is read by a task of its own into a bounded queue, so that waiting for the next event
 can time out without cancelling Faust's stream iteration.
+
+``handle`` deals with bad input itself (dead letters); if it raises all the same, the worker
+crashes: its batch is not acknowledged, and the restarted worker replays it from the last
+commit. Restarting only the agent would leave those events unacknowledged for good, and the
+partition's commits stuck behind them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 
 import faust
+
+log = logging.getLogger(__name__)
 
 
 async def each_batch(stream: faust.StreamT, handle: Callable[[list[faust.EventT]], Awaitable[None]],
@@ -51,7 +59,12 @@ async def each_batch(stream: faust.StreamT, handle: Callable[[list[faust.EventT]
                         break
                 else:
                     batch.append(queue.get_nowait())
-            await handle(batch)
+            try:
+                await handle(batch)
+            except Exception as exc:
+                log.exception("a batch of %d events could not be handled; the worker stops", len(batch))
+                await stream.app.crash(exc)
+                raise
             for event in batch:
                 await manual.ack(event)
     finally:

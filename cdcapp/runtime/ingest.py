@@ -24,8 +24,8 @@ from cdcapp.runtime.topics import Topics
 
 log = logging.getLogger(__name__)
 
-#: source events per batch
-MAX_EVENTS = 2000
+#: events per batch; each event is a fetched run of up to ``broker_max_poll_records`` source records
+MAX_EVENTS = 8
 
 
 def register(app: faust.App, spec: Spec, topics: Topics, partitions: int, linger_s: float) -> None:

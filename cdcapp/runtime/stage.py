@@ -27,8 +27,9 @@ from cdcapp.runtime.topics import Topics
 
 log = logging.getLogger(__name__)
 
-#: records per batch: enough to share Faust's per-record cost, few enough to answer a rebalance soon
-MAX_EVENTS = 500
+#: records per batch (a record holds up to 2,000 messages): enough to share per-batch costs, few
+#: enough to bound memory and to answer a rebalance soon
+MAX_EVENTS = 32
 #: children per info message of a broadcast
 CHUNK = 1000
 

@@ -27,7 +27,7 @@ SEP = b"\x00"
 
 # Bounded per partition database: a worker holds several tables of several partitions, and
 # Faust's defaults (64 MiB write buffers, 3 of them, a 2 GiB block cache each) add up to gigabytes.
-ROCKSDB_OPTIONS = {"write_buffer_size": 4 << 20, "max_write_buffer_number": 2, "block_cache_size": 16 << 20}
+ROCKSDB_OPTIONS = {"write_buffer_size": 4 << 20, "max_write_buffer_number": 2, "block_cache_size": 8 << 20}
 
 
 class RawBytesTable(faust.Table):

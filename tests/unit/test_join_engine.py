@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cdcapp.join.engine import EntityStage
+from cdcapp.join.engine import EntityStage, GroupResult, Outputs
 from cdcapp.join.plan import plan
 from cdcapp.model.messages import change, info, subscription
 from cdcapp.model.spec import load_spec
@@ -13,6 +13,17 @@ ITEM = {"id": 11, "order_id": 5, "product_id": 3, "quantity": 2, "price": "9.90"
 ORDER_VIEW = {"row": {"customer_id": 1, "order_date": "2024-02-01 00:00:00", "status": "paid"},
               "refs": {"customer": {"row": {"country": "FR", "city": "Lyon"}, "refs": {}}}}
 PRODUCT_VIEW = {"row": {"name": "Lamp", "category": "home"}, "refs": {}}
+
+
+class Processed:
+    """A group's result with what it emitted."""
+
+    def __init__(self, stage: EntityStage, key: str, state: dict | None, group: list[dict]) -> None:
+        self.out = Outputs()
+        self.result: GroupResult = stage.process(key, state, group, self.out)
+        self.state, self.changed = self.result.state, self.result.changed
+        self.sends, self.rows = self.out.sends, self.out.rows
+        self.broadcast = self.out.broadcasts[-1] if self.out.broadcasts else None
 
 
 def test_the_plan_follows_only_what_facts_read() -> None:
@@ -26,9 +37,9 @@ def test_the_plan_follows_only_what_facts_read() -> None:
 
 def test_a_change_no_fact_reads_is_a_dimension_row_and_nothing_else() -> None:
     stage = EntityStage(PLANS["products"])
-    first = stage.process("pg|3", None, [change("pg|3", "c", PRODUCT, 10, 1)])
+    first = Processed(stage, "pg|3", None, [change("pg|3", "c", PRODUCT, 10, 1)])
     assert first.broadcast is not None and first.broadcast.view == PRODUCT_VIEW
-    repriced = stage.process("pg|3", first.state, [change("pg|3", "u", {**PRODUCT, "price": "12.00"}, 11, 2)])
+    repriced = Processed(stage, "pg|3", first.state, [change("pg|3", "u", {**PRODUCT, "price": "12.00"}, 11, 2)])
     assert [r.table for r in repriced.rows] == ["dim_product"] and repriced.rows[0].row["price"] == "12.00"
     assert repriced.broadcast is None and not repriced.sends
 
@@ -37,7 +48,7 @@ def test_a_group_is_one_transition_with_net_outputs() -> None:
     stage = EntityStage(PLANS["order_items"])
     moves = [change("pg|11", "c", ITEM, 10, 1), change("pg|11", "u", {**ITEM, "order_id": 6}, 11, 1),
              change("pg|11", "u", {**ITEM, "order_id": 5}, 12, 1)]
-    result = stage.process("pg|11", None, moves)
+    result = Processed(stage, "pg|11", None, moves)
     kinds = sorted((s.key, s.message["t"]) for s in result.sends)
     assert kinds == [("pg|3", "sub"), ("pg|5", "sub"), ("pg|6", "unsub")], "one net message per parent"
     assert result.state["pos"] == 12 and not result.rows, "no fact row before both parents answered"
@@ -45,8 +56,8 @@ def test_a_group_is_one_transition_with_net_outputs() -> None:
 
 def test_the_fact_row_appears_when_the_last_parent_answers() -> None:
     stage = EntityStage(PLANS["order_items"])
-    state = stage.process("pg|11", None, [change("pg|11", "c", ITEM, 10, 1)]).state
-    result = stage.process("pg|11", state, [info(["pg|11"], "order", "pg|5", ORDER_VIEW, 8, 2),
+    state = Processed(stage, "pg|11", None, [change("pg|11", "c", ITEM, 10, 1)]).state
+    result = Processed(stage, "pg|11", state, [info(["pg|11"], "order", "pg|5", ORDER_VIEW, 8, 2),
                                             info(["pg|11"], "product", "pg|3", PRODUCT_VIEW, 4, 2)])
     (row,) = result.rows
     assert row.table == "fact_order" and row.row["_version"] == 10 and row.row["revenue"] == "19.80"
@@ -55,8 +66,8 @@ def test_the_fact_row_appears_when_the_last_parent_answers() -> None:
 
 def test_an_info_from_a_former_parent_is_answered_with_unsub() -> None:
     stage = EntityStage(PLANS["order_items"])
-    state = stage.process("pg|11", None, [change("pg|11", "c", ITEM, 10, 1)]).state
-    result = stage.process("pg|11", state, [info(["pg|11"], "order", "pg|99", ORDER_VIEW, 8, 2)])
+    state = Processed(stage, "pg|11", None, [change("pg|11", "c", ITEM, 10, 1)]).state
+    result = Processed(stage, "pg|11", state, [info(["pg|11"], "order", "pg|99", ORDER_VIEW, 8, 2)])
     assert [(s.key, s.message["t"]) for s in result.sends] == [("pg|99", "unsub")]
     assert not result.changed
 
@@ -64,30 +75,30 @@ def test_an_info_from_a_former_parent_is_answered_with_unsub() -> None:
 def test_a_replayed_delete_re_emits_what_the_state_implies() -> None:
     """The state was saved, the outputs were lost: the redelivered change must re-emit them."""
     stage = EntityStage(PLANS["order_items"])
-    state = stage.process("pg|11", None, [change("pg|11", "c", ITEM, 10, 1)]).state
-    state = stage.process("pg|11", state, [info(["pg|11"], "order", "pg|5", ORDER_VIEW, 8, 2),
+    state = Processed(stage, "pg|11", None, [change("pg|11", "c", ITEM, 10, 1)]).state
+    state = Processed(stage, "pg|11", state, [info(["pg|11"], "order", "pg|5", ORDER_VIEW, 8, 2),
                                            info(["pg|11"], "product", "pg|3", PRODUCT_VIEW, 4, 2)]).state
-    deleted = stage.process("pg|11", state, [change("pg|11", "d", ITEM, 20, 3)])
+    deleted = Processed(stage, "pg|11", state, [change("pg|11", "d", ITEM, 20, 3)])
     assert [r.row["_is_deleted"] for r in deleted.rows] == [1]
-    replay = stage.process("pg|11", deleted.state, [change("pg|11", "d", ITEM, 20, 3)])
+    replay = Processed(stage, "pg|11", deleted.state, [change("pg|11", "d", ITEM, 20, 3)])
     assert [(r.table, r.row["_is_deleted"], r.row["_version"]) for r in replay.rows] == [("fact_order", 1, 20)]
     assert sorted((s.key, s.message["t"]) for s in replay.sends) == [("pg|3", "unsub"), ("pg|5", "unsub")]
 
 
 def test_a_replayed_change_of_a_parent_rebroadcasts_its_view() -> None:
     stage = EntityStage(PLANS["products"])
-    state = stage.process("pg|3", None, [change("pg|3", "c", PRODUCT, 10, 1)]).state
-    replay = stage.process("pg|3", state, [change("pg|3", "c", PRODUCT, 10, 1)])
+    state = Processed(stage, "pg|3", None, [change("pg|3", "c", PRODUCT, 10, 1)]).state
+    replay = Processed(stage, "pg|3", state, [change("pg|3", "c", PRODUCT, 10, 1)])
     assert replay.broadcast is not None and replay.broadcast.view == PRODUCT_VIEW
     assert [r.table for r in replay.rows] == ["dim_product"]
 
 
 def test_new_subscribers_get_the_view_and_a_changed_view_goes_to_all() -> None:
     stage = EntityStage(PLANS["products"])
-    state = stage.process("pg|3", None, [change("pg|3", "c", PRODUCT, 10, 1)]).state
-    quiet = stage.process("pg|3", state, [subscription("sub", "pg|3", "order_items", "product", "pg|11", 2)])
+    state = Processed(stage, "pg|3", None, [change("pg|3", "c", PRODUCT, 10, 1)]).state
+    quiet = Processed(stage, "pg|3", state, [subscription("sub", "pg|3", "order_items", "product", "pg|11", 2)])
     assert [(s.key, s.message["view"]) for s in quiet.sends] == [("pg|11", PRODUCT_VIEW)] and not quiet.changed
-    renamed = stage.process("pg|3", state, [subscription("sub", "pg|3", "order_items", "product", "pg|12", 2),
+    renamed = Processed(stage, "pg|3", state, [subscription("sub", "pg|3", "order_items", "product", "pg|12", 2),
                                             change("pg|3", "u", {**PRODUCT, "name": "Lantern"}, 11, 2)])
     assert renamed.broadcast.view["row"]["name"] == "Lantern" and not renamed.sends, \
         "the broadcast reaches the new subscriber too: no separate answer"

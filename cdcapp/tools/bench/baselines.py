@@ -13,7 +13,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -83,11 +82,11 @@ async def _copy(bootstrap: str, topics: list[str], target: DriverTarget) -> tupl
         await consumer.stop()
 
 
-def bare_agent(bootstrap: str, topics: list[str], expect: int, timeout_s: float = 600.0) -> dict[str, Any]:
+def bare_agent(bootstrap: str, topics: list[str], expect: int, app_id: str, timeout_s: float = 600.0) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "bare.json"
         env = {**os.environ, "BARE_TOPICS": ",".join(topics), "BARE_EXPECT": str(expect),
-               "BARE_APP_ID": f"bare{uuid.uuid4().hex[:8]}", "BARE_BOOTSTRAP": bootstrap, "BARE_OUT": str(out)}
+               "BARE_APP_ID": app_id, "BARE_BOOTSTRAP": bootstrap, "BARE_OUT": str(out)}
         result = subprocess.run([sys.executable, "-m", "cdcapp.runtime.bare_agent"], env=env, capture_output=True,
                                 timeout=timeout_s, text=True)
         if not out.exists():

@@ -122,7 +122,7 @@ def drain(base: Settings, spec: Spec, run_id: str, changes: int, seed: int, log_
                   key=lambda r: r["rate"])
     raw = {**runs[1], "runs": [r["rate"] for r in runs]}
     echo(f"drain: raw copy {raw['rate']:,.0f} records/s (median of {', '.join(f'{r:,.0f}' for r in raw['runs'])})")
-    bare = bare_agent(base.kafka_bootstrap, topics, records)
+    bare = bare_agent(base.kafka_bootstrap, topics, records, app_id=f"{source.topic_prefix}bare")
     echo(f"drain: bare Faust agent {bare['rate']:,.0f} records/s")
     pipeline = Pipeline.fresh(source.settings, log_dir, prefix=f"bench{run_id}w")
     started = time.monotonic()
@@ -327,7 +327,7 @@ INSERT INTO order_items (order_id, product_id, quantity, price)
 
 
 def initial_load(base: Settings, spec: Spec, run_id: str, items: int, hot_items: int, log_dir: Path,
-                 echo: Echo) -> dict[str, Any]:
+                 echo: Echo, keep: bool = False) -> dict[str, Any]:
     """A pre-filled database snapshotted by Debezium, then drained; then the fan-out of its
     hottest product (product 1, with ``hot_items`` order items) renamed."""
     source = BenchSource(base, "benchload", f"benchload{run_id}")
@@ -367,6 +367,8 @@ def initial_load(base: Settings, spec: Spec, run_id: str, items: int, hot_items:
     finally:
         pipeline.stop()
         source.remove_connector()
+        if not keep:
+            source.cleanup([pipeline.settings.app_id])
 
 
 def fanout(pipeline: Pipeline, source: BenchSource, worker: WorkerProcess, hot_items: int,

@@ -31,6 +31,8 @@ class Options:
     hot_items: int = 200_000
     seed: int = 1
     out: Path | None = None
+    #: leave the run's topics, databases and connector for inspection
+    keep: bool = False
 
 
 def run_bench(settings: Settings, options: Options, console: Console) -> dict[str, Any]:
@@ -42,7 +44,7 @@ def run_bench(settings: Settings, options: Options, console: Console) -> dict[st
     report: dict[str, Any] = {"run": run_id, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                               "machine": {"cpus": _cpus(), "python": platform.python_version()},
                               "options": {k: (list(v) if isinstance(v, tuple) else v)
-                                          for k, v in options.__dict__.items() if k != "out"}}
+                                          for k, v in options.__dict__.items() if k not in ("out", "keep")}}
     if "drain" in options.parts or "freshness" in options.parts:
         drained = parts.drain(settings, spec, run_id, options.changes, options.seed, log_dir, echo)
         try:
@@ -52,9 +54,11 @@ def run_bench(settings: Settings, options: Options, console: Console) -> dict[st
         finally:
             drained.pipeline.stop()
             drained.source.remove_connector()
+            if not options.keep:
+                drained.source.cleanup([drained.pipeline.settings.app_id, f"bench{run_id}_raw"])
     if "load" in options.parts:
         report["initial_load"] = parts.initial_load(settings, spec, run_id, options.load_items, options.hot_items,
-                                                    log_dir, echo)
+                                                    log_dir, echo, keep=options.keep)
     out = options.out or settings.state_path / "bench" / f"bench-{run_id}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

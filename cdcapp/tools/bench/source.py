@@ -11,7 +11,8 @@ from typing import Any
 import psycopg
 
 from cdcapp.config import Settings
-from cdcapp.kafka_admin import end_offsets, source_topic
+from cdcapp.clickhouse.client import open_target
+from cdcapp.kafka_admin import delete_topics, end_offsets, source_topic
 from cdcapp.model.spec import Spec
 from cdcapp.sources.connections import connect, create_oltp_schema
 from cdcapp.stack.base import ProbeFailed
@@ -99,6 +100,22 @@ class BenchSource:
                 raise RuntimeError(f"{self.connector} failed: {status['tasks'][0].get('trace', '')[:500]}")
             time.sleep(0.5)
         raise TimeoutError(f"{self.connector} not running after 120 s")
+
+    def cleanup(self, clickhouse_databases: list[str]) -> None:
+        """Remove what a run leaves: the connector and its replication slot (which would retain
+        WAL), the run's topics (source, internal, changelogs: all named after the run) and its
+        ClickHouse databases. The source database stays until the next run resets it."""
+        self.remove_connector()
+        with self._admin() as conn:
+            conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                         "WHERE slot_name = %s AND active_pid IS NULL", (self.slot,))
+        asyncio.run(delete_topics(self.base.kafka_bootstrap, self.topic_prefix))
+        target = open_target(f"clickhouse://default@127.0.0.1:{self.base.clickhouse_port}", "default")
+        try:
+            for database in clickhouse_databases:
+                target.execute(f"DROP DATABASE IF EXISTS {database}")
+        finally:
+            target.close()
 
     def remove_connector(self) -> None:
         try:
