@@ -40,6 +40,11 @@ class Settings(BaseSettings):
         default=20, ge=0, description="How long an agent gathers events into one batch: the latency a hop may "
         "add, in exchange for sharing per-record costs under load.",
     )
+    fetch_max_wait_ms: int = Field(
+        default=50, ge=1, description="How long a Kafka fetch may wait at the broker for new records. Under "
+        "load it bounds the wait of records that arrive on a partition left out of the fetch in flight, at "
+        "every hop (Faust's fixed value is 1,500).",
+    )
     web_port: int = Field(default=6066, description="Faust web port (views, /metrics). One per worker.")
     web_host: str = Field(default="127.0.0.1", description="Faust web bind and advertised host.")
     spec_path: Path | None = Field(default=None, description="Pipeline spec YAML; default: built-in e-commerce.")

@@ -30,6 +30,8 @@ class CdcApp(faust.App):
     pipeline: "Pipeline"
     #: topics whose fetched records reach their agent a partition run at a time (runtime/faust/bulk.py)
     bulk_topics: frozenset[str] = frozenset()
+    #: how long a fetch may wait at the broker for records (runtime/faust/consumer.py)
+    fetch_max_wait_ms: int = 1500
 
     def _new_transport(self) -> Transport:
         return Transport(self.conf.broker_consumer, self)
@@ -92,6 +94,7 @@ def create_app(settings: Settings, spec: Spec | None = None) -> CdcApp:
     )
     topics = Topics.declare(app, spec, settings)
     app.bulk_topics = frozenset(t.get_topic_name() for t in topics.sources.values())
+    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     linger_s = settings.batch_linger_ms / 1000
     ingest.register(app, spec, topics, settings.partitions, linger_s)
     stage_tables = stage.register(app, spec, topics, settings.partitions, linger_s)

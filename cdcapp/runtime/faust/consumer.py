@@ -1,5 +1,5 @@
 """cdcapp's Kafka consumer: Faust's aiokafka consumer with the corrections of ``acks``, ``fetch``
-and ``seek``."""
+and ``seek``, and the app's own broker-side fetch wait."""
 
 from __future__ import annotations
 
@@ -11,10 +11,30 @@ from faust.types import Message
 from cdcapp.runtime.faust import acks, fetch, seek
 
 
+class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        """Faust's consumer, with ``fetch_max_wait_ms`` from the app instead of Faust's fixed 1,500.
+
+        aiokafka sends one fetch at a time per broker, leaving out the partitions whose fetched
+        records are not yet consumed; the broker holds that fetch until the wait ends unless the
+        partitions in it get records. Records produced meanwhile to a left-out partition - the
+        pipeline's own stage topics, under load - then wait up to the whole 1,500 ms, at every hop.
+        """
+        consumer = super()._create_worker_consumer(transport)
+        if not hasattr(consumer, "_fetch_max_wait_ms"):
+            raise RuntimeError("aiokafka's consumer no longer has _fetch_max_wait_ms: "
+                               "cdcapp.runtime.faust.consumer needs updating for this aiokafka version")
+        consumer._fetch_max_wait_ms = self.app.fetch_max_wait_ms
+        return consumer
+
+
 class Consumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._read_offset = fetch.ReadOffsets()
+
+    def _new_consumer_thread(self) -> ConsumerThread:
+        return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     def ack(self, message: Message) -> bool:
         return acks.ack_with_credit_rule(self, message, faust_aiokafka.Consumer)

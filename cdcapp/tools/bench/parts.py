@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from cdcapp.clickhouse.client import open_target
 from cdcapp.config import Settings
-from cdcapp.kafka_admin import group_lag
+from cdcapp.kafka_admin import end_offsets, group_lag, source_topic
 from cdcapp.model.spec import Spec
 from cdcapp.sources.connections import connect, split_statements
 from cdcapp.tools.bench.baselines import bare_agent, raw_copy
@@ -176,7 +178,10 @@ def _generate_in_processes(source: BenchSource, rate: float, duration_s: float) 
 
 class Markers:
     """New order items written every ``interval_s`` into a marker order; each is timed from its
-    commit to its first sight in ClickHouse's fact table (read there, not from any metric)."""
+    commit to its first sight in ClickHouse's fact table (read there, not from any metric).
+
+    The Debezium leg is timed too: the source topic's record timestamp (set by Connect's producer)
+    against the commit, so that the rest is the pipeline's share."""
 
     def __init__(self, source: BenchSource, database: str, interval_s: float = 0.1, poll_s: float = 0.05) -> None:
         self.source = source
@@ -185,7 +190,11 @@ class Markers:
         self.poll_s = poll_s
         self.committed: dict[int, float] = {}
         self.seen: dict[int, float] = {}
+        #: order item id -> when Connect produced its change event (every new item, markers or not)
+        self.published: dict[int, float] = {}
         self.stop = threading.Event()
+        self.tapping = threading.Event()
+        self.done = threading.Event()
         self.lock = threading.Lock()
 
     def _parents(self, conn: Any) -> tuple[int, int]:
@@ -234,7 +243,34 @@ class Markers:
                     return  # what is not seen 30 s after the last marker counts as unseen
                 time.sleep(self.poll_s)
         finally:
+            self.done.set()
             target.close()
+
+    def tap(self, bootstrap: str, topic: str) -> None:
+        """Read the order items' source topic from its current end until the watcher is done."""
+        asyncio.run(self._tap(bootstrap, topic))
+
+    async def _tap(self, bootstrap: str, topic: str) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        ends = await end_offsets(bootstrap, [topic])
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer.assign([TopicPartition(t, p) for t, p in ends])
+            for (t, p), offset in ends.items():
+                consumer.seek(TopicPartition(t, p), offset)
+            self.tapping.set()
+            while not self.done.is_set():
+                batches = await consumer.getmany(timeout_ms=200)
+                for records in batches.values():
+                    for record in records:
+                        after = orjson.loads(record.value).get("after") if record.value else None
+                        if after is not None:
+                            self.published.setdefault(int(after["id"]), record.timestamp / 1000)
+        finally:
+            self.tapping.set()
+            await consumer.stop()
 
     def _pending(self) -> list[int]:
         with self.lock:
@@ -243,6 +279,15 @@ class Markers:
     def latencies(self) -> list[tuple[float, float]]:
         """(commit time, seconds to visible) per marker seen, in commit order."""
         return sorted((t, self.seen[i] - t) for i, t in self.committed.items() if i in self.seen)
+
+    def debezium_latencies(self) -> list[float]:
+        """Seconds from commit to Connect's send, per marker published."""
+        return [self.published[i] - t for i, t in self.committed.items() if i in self.published]
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3) if ordered else None
 
 
 def _latency_summary(latencies: list[float], written: int) -> dict[str, Any]:
@@ -282,6 +327,10 @@ def freshness(drained: Drained, rates: list[float], duration_s: float, echo: Ech
         writer = threading.Thread(target=generate)
         marker_writer = threading.Thread(target=markers.write)
         watcher = threading.Thread(target=markers.watch, args=(pipeline.settings.resolved_clickhouse_url,))
+        tap = threading.Thread(target=markers.tap, args=(
+            source.base.kafka_bootstrap, source_topic(source.topic_prefix, "order_items")))
+        tap.start()
+        markers.tapping.wait(60)
         writer.start()
         time.sleep(1.0)  # the generator has read its live ids: the marker rows stay out of its picks
         marker_writer.start()
@@ -289,17 +338,22 @@ def freshness(drained: Drained, rates: list[float], duration_s: float, echo: Ech
         writer.join()
         marker_writer.join()
         watcher.join()
+        tap.join()
         timed = markers.latencies()
         lat = [d for _, d in timed]
+        debezium = markers.debezium_latencies()
         changes, seconds = outcome["stats"]
         result = {
             "target_rate": rate, "achieved_rate": round(changes / seconds, 1), "seconds": round(seconds, 1),
             "markers": len(markers.committed), "markers_seen": len(lat), **_latency_summary(lat, len(markers.committed)),
+            # where the time goes: commit -> Connect's send, and the same percentiles of the whole
+            "debezium_p50_s": _percentile(debezium, 0.5), "debezium_p99_s": _percentile(debezium, 0.99),
         }
         echo(f"freshness at {rate:,.0f}/s (achieved {result['achieved_rate']:,.0f}/s): p50 {result['p50_s']}s, "
              f"p99 {result['p99_s']}s, {len(lat)}/{len(markers.committed)} markers seen, "
              f"{'flat' if result['flat'] else 'GROWING'} "
-             f"({result['first_third_p50_s']}s -> {result['last_third_p50_s']}s)")
+             f"({result['first_third_p50_s']}s -> {result['last_third_p50_s']}s); "
+             f"commit -> Debezium's send p50 {result['debezium_p50_s']}s, p99 {result['debezium_p99_s']}s")
         results.append(result)
     drained.result["freshness_peak_rss_mib"] = _mib(drained.worker.peak_rss_bytes())
     drained.result["freshness_verified_equal"] = _verified(pipeline, source)
