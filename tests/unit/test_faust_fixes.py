@@ -213,3 +213,14 @@ async def test_the_changelog_buffer_counts_and_waits_for_the_message_being_hande
         assert buffer.size == 0
     finally:
         await buffer.stop()
+
+
+# ------------------------------------------------------------------ fetch wait
+async def test_the_kafka_consumer_waits_at_the_broker_as_configured_not_faust_s_1500_ms(tmp_path: Path) -> None:
+    app = create_app(unit_settings(tmp_path).model_copy(update={"fetch_max_wait_ms": 37}))
+    thread = app.consumer._new_consumer_thread()
+    kafka_consumer = thread._create_worker_consumer(app.transport)
+    try:
+        assert kafka_consumer._fetch_max_wait_ms == 37
+    finally:
+        await kafka_consumer.stop()
