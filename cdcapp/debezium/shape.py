@@ -40,7 +40,7 @@ class ChangeShaper:
             raise DecodeError(f"{change.op!r} event for {self.entity} has no 'after' image")
         row = {c: self._canonical(c, v) for c, v in image.items()} if image is not None else None
         return messages.change(entity_key(change.source, key_values), change.op, row, change.position,
-                               change.source_ts_ms)
+                               change.source_ts_ms, change.snapshot)
 
     def _canonical(self, column: str, value: Any) -> Any:
         if value is UNAVAILABLE:

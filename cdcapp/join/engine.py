@@ -78,6 +78,8 @@ class Outputs:
     #: (older than what the state holds); orphan (an info from a parent the row does not point
     #: at); noop (an answer that the parent has no version yet)
     outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: own changes dropped as older than the state: (key, their position, the state's position)
+    stale: list[tuple[str, int, int]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -163,6 +165,8 @@ class EntityStage:
             kind = message["t"]
             if kind == "chg":
                 outcome = self._on_change(key, state, message, parents)
+                if outcome == "stale":
+                    out.stale.append((key, message["pos"], state["pos"]))
                 own_applied |= outcome == "applied"
                 replayed |= outcome == "duplicate"
             elif kind == "info":
@@ -221,11 +225,10 @@ class EntityStage:
 
     # ------------------------------------------------------------------ own changes
     def _on_change(self, key: str, state: State, msg: Message, parents: dict[tuple[str, str], str]) -> str:
+        outcome = _order(state, msg)
+        if outcome != "applied":
+            return outcome
         pos = msg["pos"]
-        if pos < state["pos"]:
-            return "stale"
-        if pos == state["pos"]:
-            return "duplicate"
         live = msg["op"] != "d"
         previous = state["row"]
         if live:
@@ -233,6 +236,13 @@ class EntityStage:
         elif previous is None and msg["row"]:
             state["row"] = msg["row"]
         state["live"] = live
+        if msg.get("snap"):
+            state["snap"] = True
+        elif state.get("snap"):
+            # The stream overrides a snapshot row: remember the snapshot's position, so that a
+            # replay of that row is not taken for a newer one.
+            state["snap"] = False
+            state["snap_pos"] = max(state["pos"], state.get("snap_pos", NO_VERSION))
         state["pos"] = pos
         state["v"] = max(state["v"], pos)
         source = source_of(key)
@@ -312,6 +322,28 @@ class _Tracked:
         self.last = value
         if not self.dirty and value != self.start:
             self.dirty = True
+
+
+def _order(state: State, msg: Message) -> str:
+    """Whether an own change is newer than the state (applied), the same (duplicate) or older (stale).
+
+    Positions order the changes of one stream, with one exception (``cdcapp.debezium.positions``):
+    a PostgreSQL transaction open across a snapshot can write a row's change below the snapshot's
+    LSN and commit after it. So a streamed change always supersedes a snapshot row, whatever its
+    position; and a snapshot row supersedes a streamed state only when it was read after every
+    position that state has seen (a later snapshot), never on the replay of the one overridden.
+    """
+    pos, current = msg["pos"], state["pos"]
+    if current != NO_VERSION and bool(msg.get("snap")) != bool(state.get("snap")):
+        if not msg.get("snap"):
+            return "applied"
+        current = max(current, state.get("snap_pos", NO_VERSION))
+        return "applied" if pos > current else "duplicate" if pos == current else "stale"
+    if pos < current:
+        return "stale"
+    if pos == current:
+        return "duplicate"
+    return "applied"
 
 
 def _copy(state: State) -> State:

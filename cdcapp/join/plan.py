@@ -46,7 +46,7 @@ class FactShape:
                 node = node["refs"][ref]
             out[name] = node["row"][column]
         for name, compute, column_type in self.measures:
-            out[name] = column_type.canonical(compute(out))
+            out[name] = column_type.computed(compute(out))
         return out
 
     def deleted_row(self, own: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,8 @@ Faust's per-record cost is paid once per batch, not once per change.
 =========  =================================================================  =================
 type       fields (``k``: the receiving key, or keys)                         sent by
 =========  =================================================================  =================
-``chg``    ``k``, ``op``, ``row`` (canonical values), ``pos``, ``ts``          ingest
+``chg``    ``k``, ``op``, ``row`` (canonical values), ``pos``, ``ts``,         ingest
+           ``snap`` (only on snapshot rows)
 ``sub``    ``k`` parent, ``c`` child entity, ``r`` ref name, ``ck`` child,     a child, to its
            ``ts``                                                             parent
 ``unsub``  the same                                                           a child
@@ -56,8 +57,12 @@ def partition_of(key: str, partitions: int) -> int:
 
 
 # --------------------------------------------------------------------------- stage messages
-def change(key: str, op: str, row: dict[str, Any] | None, pos: int, ts_ms: int) -> Message:
-    return {"t": "chg", "k": key, "op": op, "row": row, "pos": pos, "ts": ts_ms}
+def change(key: str, op: str, row: dict[str, Any] | None, pos: int, ts_ms: int, snapshot: bool = False) -> Message:
+    """A source change; ``snap`` (present only when true) marks a row read by a snapshot."""
+    message = {"t": "chg", "k": key, "op": op, "row": row, "pos": pos, "ts": ts_ms}
+    if snapshot:
+        message["snap"] = True
+    return message
 
 
 def subscription(kind: str, parent_key: str, child_entity: str, ref: str, child_key: str, ts_ms: int) -> Message:

@@ -16,6 +16,13 @@ Float32/64     float
 
 Only types that the Debian ClickHouse 18.16 server and chdb both support are accepted
 (no LowCardinality, no DateTime64).
+
+A value that the type cannot hold exactly is refused (``ValueTypeError``), never wrapped, clamped
+or rounded the way ClickHouse and its drivers would do without a word: integers outside the
+type's range, decimals with more digits or decimal places than the type keeps, dates and times
+outside 1970-01-01 .. 2105-12-31 (the range the 18.16 server's date table and chdb share),
+and strings that are not valid UTF-8. A DateTime keeps whole seconds: fractions are cut, as the
+type defines (a source timestamp normally has microseconds; refusing them would refuse every row).
 """
 
 from __future__ import annotations
@@ -27,7 +34,13 @@ from decimal import Context, Decimal, InvalidOperation
 from typing import Any, Callable
 
 _DECIMAL = re.compile(r"^Decimal\(\s*(\d+)\s*,\s*(\d+)\s*\)$")
-_INTS = {f"{p}Int{b}" for p in ("", "U") for b in (8, 16, 32, 64)}
+#: integer type -> (lowest, highest) value it holds
+_INTS = {
+    **{f"Int{b}": (-(1 << (b - 1)), (1 << (b - 1)) - 1) for b in (8, 16, 32, 64)},
+    **{f"UInt{b}": (0, (1 << b) - 1) for b in (8, 16, 32, 64)},
+}
+_FIRST_DAY = date(1970, 1, 1)
+_LAST_DAY = date(2105, 12, 31)
 # Decimal(38, S) needs more than the default 28 digits of precision to be quantized exactly.
 _WIDE = Context(prec=80)
 
@@ -46,6 +59,9 @@ class ColumnType:
     kind: str  # int | str | decimal | datetime | date | float
     scale: int = 0
     precision: int = 0
+    #: integers: the range the type holds
+    low: int = 0
+    high: int = 0
 
     def canonical(self, value: Any) -> Any:
         """Any value the decoder produces -> the canonical JSON value (None stays None)."""
@@ -55,6 +71,13 @@ class ColumnType:
             return _CANONICAL[self.kind](self, value)
         except (ValueError, TypeError, InvalidOperation, OverflowError) as exc:
             raise ValueTypeError(f"{value!r} is not a valid {self.name}: {exc}") from None
+
+    def computed(self, value: Any) -> Any:
+        """A computed value (a measure) -> canonical. A decimal is first taken to the type's scale
+        (half-even): there the spec's type is the rounding asked for, not a value to refuse."""
+        if self.kind == "decimal" and isinstance(value, Decimal) and value.is_finite():
+            value = value.quantize(Decimal(1).scaleb(-self.scale), context=_WIDE)
+        return self.canonical(value)
 
     @property
     def default(self) -> Any:
@@ -68,7 +91,8 @@ def parse_type(name: str) -> ColumnType:
         raise TypeSpecError(f"a column type is a string like 'Int64', not {name!r}")
     name = name.strip()
     if name in _INTS:
-        return ColumnType(name, "int")
+        low, high = _INTS[name]
+        return ColumnType(name, "int", low=low, high=high)
     if name == "String":
         return ColumnType(name, "str")
     if name in ("Float32", "Float64"):
@@ -89,14 +113,16 @@ def parse_type(name: str) -> ColumnType:
     )
 
 
-def _canonical_int(_: ColumnType, value: Any) -> int:
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, (int, str)):
-        return int(value)
-    if isinstance(value, (float, Decimal)) and value == int(value):
-        return int(value)
-    raise ValueError("not an integer")
+def _canonical_int(t: ColumnType, value: Any) -> int:
+    if isinstance(value, (int, str)):  # bool is an int
+        number = int(value)
+    elif isinstance(value, (float, Decimal)) and value == int(value):
+        number = int(value)
+    else:
+        raise ValueError("not an integer")
+    if not t.low <= number <= t.high:
+        raise ValueError(f"out of range {t.low}..{t.high}")
+    return number
 
 
 def _canonical_decimal(t: ColumnType, value: Any) -> str:
@@ -106,6 +132,8 @@ def _canonical_decimal(t: ColumnType, value: Any) -> str:
     if not number.is_finite():
         raise ValueError("not a finite number")
     quantized = number.quantize(Decimal(1).scaleb(-t.scale), context=_WIDE)
+    if quantized != number:
+        raise ValueError(f"more than {t.scale} decimal places (it would be rounded)")
     if len(quantized.as_tuple().digits) > t.precision:
         raise ValueError(f"more than {t.precision} digits")
     # Fixed notation with exactly S decimals (str() would write 1E-7), and zero has one sign.
@@ -121,6 +149,8 @@ def _canonical_datetime(_: ColumnType, value: Any) -> str:
         raise ValueError("not a timestamp")
     if value.tzinfo is not None:
         value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    if not _FIRST_DAY <= value.date() <= _LAST_DAY:
+        raise ValueError(f"outside {_FIRST_DAY} .. {_LAST_DAY} 23:59:59")
     return value.isoformat(" ", "seconds")
 
 
@@ -131,12 +161,23 @@ def _canonical_date(_: ColumnType, value: Any) -> str:
         value = date.fromisoformat(value[:10])
     if not isinstance(value, date):
         raise ValueError("not a date")
+    if not _FIRST_DAY <= value <= _LAST_DAY:
+        raise ValueError(f"outside {_FIRST_DAY} .. {_LAST_DAY}")
     return value.isoformat()
+
+
+def _canonical_str(_: ColumnType, value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")  # strict: bytes that are not UTF-8 raise
+    text = value if isinstance(value, str) else str(value)
+    # A str can still hold lone surrogates (from surrogateescape decoding), which are not UTF-8.
+    text.encode("utf-8")
+    return text
 
 
 _CANONICAL: dict[str, Callable[[ColumnType, Any], Any]] = {
     "int": _canonical_int,
-    "str": lambda _, v: v if isinstance(v, str) else str(v),
+    "str": _canonical_str,
     "decimal": _canonical_decimal,
     "datetime": _canonical_datetime,
     "date": _canonical_date,

@@ -11,6 +11,13 @@ EVENTS = Counter(
 SOURCE_EVENTS = Counter(
     "cdcapp_source_events_total", "Change events read from the source topics.", ["table", "op"], registry=REGISTRY,
 )
+STALE_CHANGES = Counter(
+    "cdcapp_stale_changes_total",
+    "Source changes dropped as older than their row's state, by source, entity and reason: 'older' (behind the "
+    "row's last change, as on a replay) or 'rewound' (below half the row's position, as when a source's positions "
+    "restart; each one is also logged as a warning).",
+    ["source", "entity", "reason"], registry=REGISTRY,
+)
 DEAD_LETTERS = Counter(
     "cdcapp_dead_letters_total", "Events sent to the dead-letter topic, by stage.", ["stage"], registry=REGISTRY,
 )

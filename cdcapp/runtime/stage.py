@@ -16,11 +16,11 @@ import faust
 from cdcapp.join.apply import apply_batch, expand
 from cdcapp.join.engine import EntityStage
 from cdcapp.join.plan import plan
-from cdcapp.model.messages import BadMessage, Message, decode_stage_batch, encode_batch, partition_of
+from cdcapp.model.messages import BadMessage, Message, decode_stage_batch, encode_batch, partition_of, source_of
 from cdcapp.model.spec import Spec
 from cdcapp.runtime.batching import each_batch
 from cdcapp.runtime.dlq import send_dead_letter
-from cdcapp.runtime.metrics import BATCH_EVENTS, EVENTS
+from cdcapp.runtime.metrics import BATCH_EVENTS, EVENTS, STALE_CHANGES
 from cdcapp.runtime.outbox import Outbox
 from cdcapp.runtime.tables import StageTables
 from cdcapp.runtime.topics import Topics
@@ -71,6 +71,8 @@ def _register_stage(app: faust.App, topics: Topics, stage: EntityStage, tables: 
                                        value=encode_batch(group))
             for (kind, outcome), count in result.outcomes.items():
                 EVENTS.labels(stage.entity, kind, outcome).inc(count)
+            for key, pos, state_pos in result.stale:
+                count_stale(stage.entity, key, pos, state_pos)
             for send in result.sends:
                 await outbox.add(topics.stage_names[send.entity], partition_for(send.key), send.message)
             for row in result.rows:
@@ -85,3 +87,15 @@ def _register_stage(app: faust.App, topics: Topics, stage: EntityStage, tables: 
     @app.agent(topics.stages[stage.entity], name=f"cdcapp.{name}")
     async def join(stream: faust.StreamT) -> None:
         await each_batch(stream, handle, MAX_EVENTS, linger_s)
+
+
+def count_stale(entity: str, key: str, pos: int, state_pos: int) -> None:
+    """Every dropped change is counted; one far below its row's position is also logged, because
+    it is more likely a source whose positions restarted (a reset binlog, a reinstalled SQLite
+    capture) than a replay, and then the row in ClickHouse is wrong until its next change."""
+    rewound = pos < state_pos // 2
+    STALE_CHANGES.labels(source_of(key), entity, "rewound" if rewound else "older").inc()
+    if rewound:
+        log.warning("change of %s %s at position %d dropped: its row is already at %d. If the source's "
+                    "positions restarted, see docs/operations.md", entity, key, pos, state_pos)
+

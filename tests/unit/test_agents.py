@@ -16,6 +16,7 @@ import pytest
 
 from cdcapp.model.messages import change, partition_of, subscription
 from cdcapp.runtime.app import CdcApp
+from cdcapp.runtime.metrics import STALE_CHANGES
 
 PARTITIONS = 4
 
@@ -99,6 +100,37 @@ async def test_ingest_skips_tombstones_and_dead_letters_garbage(cdc_app: CdcApp,
     assert base64.b64decode(letter["value_b64"]) == b"{not json"
 
 
+def debezium_item(item_id: int, quantity: object, price: object) -> bytes:
+    return orjson.dumps({
+        "before": None, "op": "c", "ts_ms": 1_700_000_000_100,
+        "after": {"id": item_id, "order_id": 1, "product_id": 1, "quantity": quantity, "price": price},
+        "source": {"connector": "postgresql", "name": "postgres", "table": "order_items", "lsn": 100 + item_id,
+                   "ts_ms": 1_700_000_000_000, "snapshot": "false"},
+    })
+
+
+async def test_values_clickhouse_cannot_hold_are_dead_lettered_by_name_and_the_rest_flows(
+        cdc_app: CdcApp, captured: Captured) -> None:
+    agent = cdc_app.agents["cdcapp.ingest.order_items"]
+    async with agent.test_context() as context:
+        await context.put(key=b'{"id":1}', value=debezium_item(1, 3_000_000_000, "1.00"))
+        await context.put(key=b'{"id":2}', value=debezium_item(2, 1, "12345678901.00"))  # 13 digits
+        await context.put(key=b'{"id":3}', value=debezium_item(3, 1, "1.005"))
+        await context.put(key=b'{"id":4}', value=debezium_item(4, 2, "9.99"))
+        await captured.settled()
+    letters = [value for _, value in captured.records("cdcapp.dlq")]
+    assert [letter["error"] for letter in letters] == [
+        "DecodeError: after.quantity: cannot read 3000000000 as Int32: 3000000000 is not a valid Int32: "
+        "out of range -2147483648..2147483647",
+        "DecodeError: after.price: cannot read '12345678901.00' as Decimal(12, 2): Decimal('12345678901.00') is not a "
+        "valid Decimal(12, 2): more than 12 digits",
+        "DecodeError: after.price: cannot read '1.005' as Decimal(12, 2): Decimal('1.005') is not a valid Decimal(12, 2): "
+        "more than 2 decimal places (it would be rounded)",
+    ]
+    (_, batch), = captured.records("cdcapp.stage.order_items")
+    assert [(m["k"], m["row"]["quantity"], m["row"]["price"]) for m in batch] == [("postgres|4", 2, "9.99")]
+
+
 def stage_record(*messages: dict) -> bytes:
     return orjson.dumps(list(messages))
 
@@ -121,6 +153,25 @@ async def test_stage_stores_state_emits_the_dimension_and_drops_stale_changes(
     changelog = [value for topic, _, key, value in captured.sent
                  if topic == "cdcapp-unit-customers-state-changelog" and key == b"postgres|7"]
     assert len(changelog) == 1 and changelog[0]["pos"] == 10
+
+
+async def test_dropped_changes_are_counted_by_source_and_reason_and_a_rewind_is_logged(
+        cdc_app: CdcApp, captured: Captured, caplog: pytest.LogCaptureFixture) -> None:
+    def dropped(reason: str) -> float:
+        return STALE_CHANGES.labels("postgres", "customers", reason)._value.get()
+
+    before = dropped("older"), dropped("rewound")
+    agent = cdc_app.agents["cdcapp.stage.customers"]
+    partition = partition_of("postgres|8", PARTITIONS)
+    async with agent.test_context() as context:
+        await context.put(value=stage_record(change("postgres|8", "c", {**ROW, "id": 8}, 1000, 1),
+                                             change("postgres|8", "u", {**ROW, "id": 8}, 900, 1),
+                                             change("postgres|8", "u", {**ROW, "id": 8}, 3, 1)), partition=partition)
+        await captured.settled()
+    assert (dropped("older") - before[0], dropped("rewound") - before[1]) == (1, 1)
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "change of customers postgres|8 at position 3 dropped: its row is already at 1000. If the source's "
+        "positions restarted, see docs/operations.md"]
 
 
 async def test_a_subscription_is_answered_with_the_parents_projection(cdc_app: CdcApp, captured: Captured) -> None:

@@ -114,3 +114,41 @@ def test_a_poison_message_fails_its_group_and_nothing_else() -> None:
     result = apply_batch(EntityStage(PLANS["products"]), store, batch)
     assert sorted(key for key, _, _ in result.failed) == ["?", "pg|4"]
     assert store.get("pg|3")["pos"] == 10 and store.get("pg|5")["pos"] == 11 and store.get("pg|4") is None
+
+
+# ------------------------------------------------------------------ snapshot order, stale drops
+def product_at(name: str, pos: int, snapshot: bool = False) -> dict:
+    return change("pg|3", "r" if snapshot else "u", {**PRODUCT, "name": name}, pos, 1, snapshot)
+
+
+def test_a_streamed_change_supersedes_a_snapshot_row_whatever_its_position() -> None:
+    # A transaction open across the snapshot writes below the snapshot's LSN and commits after it.
+    stage = EntityStage(PLANS["products"])
+    snapshot = Processed(stage, "pg|3", None, [product_at("Snapshot", 100, snapshot=True)])
+    streamed = Processed(stage, "pg|3", snapshot.state, [product_at("Streamed", 90), product_at("Later", 95)])
+    assert streamed.state["row"]["name"] == "Later" and not streamed.out.stale
+    # A replay of the snapshot row, and of the streamed changes, leave the streamed state alone...
+    replay = Processed(stage, "pg|3", streamed.state, [product_at("Snapshot", 100, snapshot=True),
+                                                       product_at("Streamed", 90)])
+    assert replay.state["row"]["name"] == "Later" and replay.out.stale == [("pg|3", 90, 95)]
+    assert replay.out.outcomes[("chg", "duplicate")] == 1
+    # ...while a snapshot taken later (past every position seen) is newer.
+    resnapshot = Processed(stage, "pg|3", streamed.state, [product_at("Resnapshot", 120, snapshot=True)])
+    assert resnapshot.state["row"]["name"] == "Resnapshot"
+
+
+def test_the_same_history_replayed_from_nothing_ends_in_the_same_state() -> None:
+    stage = EntityStage(PLANS["products"])
+    history = [product_at("Snapshot", 100, snapshot=True), product_at("Streamed", 90), product_at("Later", 140)]
+    whole = Processed(stage, "pg|3", None, history).state
+    one_by_one = None
+    for message in history:
+        one_by_one = Processed(stage, "pg|3", one_by_one, [message]).state
+    assert whole == one_by_one and whole["row"]["name"] == "Later"
+
+
+def test_a_dropped_change_is_reported_with_both_positions() -> None:
+    stage = EntityStage(PLANS["products"])
+    state = Processed(stage, "pg|3", None, [product_at("New", 1000)]).state
+    old = Processed(stage, "pg|3", state, [product_at("Old", 7)])
+    assert old.state["row"]["name"] == "New" and old.out.stale == [("pg|3", 7, 1000)]

@@ -42,10 +42,18 @@ def test_measures_are_exact_decimals() -> None:
     assert revenue({"quantity": 3, "unit_price": "0.10"}) == Decimal("0.20")
 
 
+def test_a_measure_is_rounded_to_its_type_where_a_source_value_would_be_refused() -> None:
+    vat = compile_measure("unit_price * 0.075", {"unit_price"})
+    money = parse_type("Decimal(18, 2)")
+    assert money.computed(vat({"unit_price": "9.99"})) == "0.75"  # 0.74925, half-even
+    with pytest.raises(ValueTypeError, match="more than 2 decimal places"):
+        money.canonical(Decimal("0.74925"))
+
+
 @pytest.mark.parametrize("type_name, value, canonical", [
     ("Int64", "42", 42),
     ("Decimal(12, 2)", Decimal("1.5"), "1.50"),
-    ("Decimal(12,2)", 2.675, "2.68"),
+    ("Decimal(12,2)", 2.67, "2.67"),
     ("DateTime", datetime(2024, 1, 1, 12, 0, 0, 999), "2024-01-01 12:00:00"),
     ("DateTime", datetime(2024, 1, 1, 12, tzinfo=timezone(timedelta(hours=2))), "2024-01-01 10:00:00"),
     ("DateTime", "2024-01-01T00:00:00Z", "2024-01-01 00:00:00"),
