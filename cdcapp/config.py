@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     )
     web_port: int = Field(default=6066, description="Faust web port (views, /metrics). One per worker.")
     web_host: str = Field(default="127.0.0.1", description="Faust web bind and advertised host.")
+    web_token: str | None = Field(
+        default=None, repr=False, description="Bearer token the /sql/ view requires. Without one, /sql/ answers "
+        "only when the web server binds a loopback address.",
+    )
     spec_path: Path | None = Field(default=None, description="Pipeline spec YAML; default: built-in e-commerce.")
 
     # --- Sink -----------------------------------------------------------------------

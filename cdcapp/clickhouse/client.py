@@ -6,6 +6,9 @@ Both targets are synchronous. ``open_target`` serves synchronous callers (verify
 
 from __future__ import annotations
 
+import re
+import struct
+
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -16,6 +19,7 @@ from urllib.parse import unquote, urlparse
 
 import orjson
 
+from cdcapp.clickhouse import readonly
 from cdcapp.clickhouse.ddl import TableShape, ddl
 from cdcapp.model.spec import Spec
 from cdcapp.threads import DedicatedThread
@@ -29,6 +33,10 @@ class Target(Protocol):
     def insert(self, shape: TableShape, rows: list[dict[str, Any]]) -> None: ...
 
     def query(self, sql: str) -> list[list[Any]]: ...
+
+    def read(self, sql: str) -> list[list[Any]]:
+        """A statement of the SQL endpoint (``readonly.check``), with the pipeline's database current."""
+        ...
 
     def close(self) -> None: ...
 
@@ -75,10 +83,12 @@ class DriverTarget:
         from clickhouse_driver import Client
 
         self.database = url.database or database
+        self._url = url
         self._client = Client(
             host=url.host, port=url.port, user=url.user, password=url.password,
             connect_timeout=5, send_receive_timeout=60, settings={"use_numpy": False},
         )
+        self._reader: Any = None
 
     def execute(self, sql: str) -> None:
         self._client.execute(sql)
@@ -101,8 +111,23 @@ class DriverTarget:
     def query(self, sql: str) -> list[list[Any]]:
         return [list(row) for row in self._client.execute(sql)]
 
+    def read(self, sql: str) -> list[list[Any]]:
+        if self._reader is None:
+            from clickhouse_driver import Client
+
+            # A client of its own: the pipeline's database is current on every connection it
+            # opens, and the server refuses it any write or settings change.
+            url = self._url
+            self._reader = Client(
+                host=url.host, port=url.port, user=url.user, password=url.password, database=self.database,
+                connect_timeout=5, send_receive_timeout=60, settings={"use_numpy": False, "readonly": 1},
+            )
+        return [list(row) for row in self._reader.execute(sql)]
+
     def close(self) -> None:
         self._client.disconnect()
+        if self._reader is not None:
+            self._reader.disconnect()
 
 
 @lru_cache(maxsize=1 << 16)
@@ -146,6 +171,12 @@ class ChdbTarget:
         raw = result.bytes()
         return orjson.loads(raw)["data"] if raw else []
 
+    def read(self, sql: str) -> list[list[Any]]:
+        # One session serves the sink too, and it names every table in full: making the pipeline's
+        # database current changes nothing for it. (chdb's session cannot be made read-only alone.)
+        self._session.query(f"USE {self.database}")
+        return self.query(sql)
+
     def close(self) -> None:
         self._session.close()
 
@@ -163,8 +194,35 @@ def create_tables(target: Target, spec: Spec) -> None:
         target.execute(statement)
 
 
+#: ClickHouse error codes that refuse the data itself: parse and conversion failures, values out
+#: of a type's range, NULL into a non-Nullable column. Anything else (unavailable, too many parts,
+#: a missing table or column) is retried.
+DATA_ERROR_CODES = frozenset({6, 26, 27, 38, 41, 53, 69, 70, 72, 117, 131, 321, 349, 407, 469})
+_CODE = re.compile(r"Code: (\d+)")
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by an insert, refuses the rows themselves (retrying cannot help).
+
+    The server answers with a coded exception (clickhouse-driver's ``ServerException.code``; chdb
+    raises a RuntimeError whose text starts "Code: 27. DB::Exception: ..."). clickhouse-driver also refuses values it
+    cannot write to a column before anything is sent (``struct.error``, ``OverflowError``,
+    ``TypeError``, ``ValueError``, its ``TypeMismatchError``); its network errors are ``OSError``,
+    ``EOFError`` or its ``NetworkError``, none of which is a data error.
+    """
+    code = getattr(exc, "code", None)
+    if code is None and isinstance(exc, RuntimeError):
+        match = _CODE.match(str(exc))
+        code = int(match.group(1)) if match else None
+    if isinstance(code, int):
+        return code in DATA_ERROR_CODES
+    return isinstance(exc, (struct.error, OverflowError, TypeError, ValueError))
+
+
 class ClickHouse:
     """One target on one dedicated thread, for use from the event loop; tables created on connect."""
+
+    is_data_error = staticmethod(is_data_error)
 
     def __init__(self, url: str, spec: Spec) -> None:
         self.url = url
@@ -209,6 +267,17 @@ class ClickHouse:
 
     async def query(self, sql: str) -> list[list[Any]]:
         return await self._thread.call(lambda: self._connected().query(sql))
+
+    async def read(self, sql: str) -> list[list[Any]]:
+        """A statement of the web's SQL endpoint: refused (``readonly.Refused``) unless it is one
+        read-only statement over the pipeline's database alone."""
+        return await self._thread.call(self._read, sql)
+
+    def _read(self, sql: str) -> list[list[Any]]:
+        target = self._connected()
+        databases = {str(row[0]) for row in target.query("SHOW DATABASES")}
+        readonly.check(sql, target.database, databases)
+        return target.read(sql)
 
     async def close(self) -> None:
         await self._thread.call(self._reset)

@@ -18,6 +18,7 @@ from cdcapp.clickhouse.client import ClickHouse
 from cdcapp.config import Settings
 from cdcapp.model.spec import Spec, load_spec
 from cdcapp.runtime import ingest, sink, stage, web
+from cdcapp.runtime.faust import pinned
 from cdcapp.runtime.faust.transport import Transport
 from cdcapp.runtime.tables import StageTables
 from cdcapp.runtime.topics import Topics, create_declared_topics
@@ -69,6 +70,7 @@ def tune_garbage_collector() -> None:
 
 
 def create_app(settings: Settings, spec: Spec | None = None) -> CdcApp:
+    pinned.check()
     spec = spec or load_spec(settings.spec_path)
     workers_dir = settings.state_path / "workers"
     if settings.worker_dir is None:
@@ -99,9 +101,9 @@ def create_app(settings: Settings, spec: Spec | None = None) -> CdcApp:
     ingest.register(app, spec, topics, settings.partitions, linger_s)
     stage_tables = stage.register(app, spec, topics, settings.partitions, linger_s)
     acks = sink.StreamAcks()
-    event_sink, clickhouse = sink.build_sink(settings, spec, acks)
+    event_sink, clickhouse = sink.build_sink(settings, spec, acks, topics)
     sink.register(app, topics, event_sink, acks, clickhouse,
                   check_interval_s=min(0.1, settings.flush_interval_ms / 4000))
     app.pipeline = Pipeline(settings, spec, topics, stage_tables, event_sink, clickhouse)
-    web.register(app, spec, stage_tables, event_sink, clickhouse, settings.partitions)
+    web.register(app, spec, stage_tables, event_sink, clickhouse, settings.partitions, settings.web_token)
     return app

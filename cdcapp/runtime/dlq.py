@@ -15,12 +15,13 @@ from typing import Any
 import faust
 import orjson
 
+from cdcapp.model.messages import SinkRow, encode_batch
 from cdcapp.runtime.metrics import DEAD_LETTERS
 
 log = logging.getLogger(__name__)
 
 
-def dead_letter(stage: str, error: BaseException | str, *, topic: str, partition: int, offset: int,
+def dead_letter(stage: str, error: BaseException | str, *, topic: str, partition: int | None, offset: int | None,
                 key: bytes | None, value: bytes | None) -> dict[str, Any]:
     return {
         "stage": stage,
@@ -44,3 +45,16 @@ async def send_dead_letter(dlq: faust.TopicT, message: Any, stage: str, error: B
                 message.offset, letter["error"])
     DEAD_LETTERS.labels(stage).inc()
     await dlq.send(key=message.key, value=orjson.dumps(letter))
+
+
+async def send_refused_row(dlq: faust.TopicT, sink_topic: str, table: str, key: str, row: dict[str, Any],
+                           error: str) -> None:
+    """A row ClickHouse refused. Its value is a sink record holding just that row, so that putting
+    it back on ``sink_topic`` once the cause is fixed stores it; it has no offset of its own (the
+    sink buffer keeps the newest row per key, from any record)."""
+    value = encode_batch([SinkRow(table, key, row, 0).encode()])
+    letter = dead_letter("clickhouse", error, topic=sink_topic, partition=None, offset=None,
+                         key=key.encode(), value=value)
+    DEAD_LETTERS.labels("clickhouse").inc()
+    await dlq.send(key=key.encode(), value=orjson.dumps(letter))
+

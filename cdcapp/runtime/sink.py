@@ -18,7 +18,7 @@ from cdcapp.config import Settings
 from cdcapp.model.messages import BadMessage, decode_sink_batch
 from cdcapp.model.spec import Spec
 from cdcapp.retry import Backoff
-from cdcapp.runtime.dlq import send_dead_letter
+from cdcapp.runtime.dlq import send_dead_letter, send_refused_row
 from cdcapp.runtime.metrics import (END_TO_END_LAG, SINK_BUFFERED, SINK_ERRORS, SINK_FLUSH_SECONDS, SINK_ROWS,
                                     SINK_ROWS_COALESCED)
 from cdcapp.runtime.topics import Topics
@@ -43,8 +43,11 @@ class StreamAcks:
             await self.stream.ack(event)
 
 
-def build_sink(settings: Settings, spec: Spec, acks: StreamAcks) -> tuple[EventSink, ClickHouse]:
+def build_sink(settings: Settings, spec: Spec, acks: StreamAcks, topics: Topics) -> tuple[EventSink, ClickHouse]:
     clickhouse = ClickHouse(settings.resolved_clickhouse_url, spec)
+
+    async def refused(table: str, key: str, row: dict, why: str) -> None:
+        await send_refused_row(topics.dlq, topics.sink_name, table, key, row, why)
 
     def on_error(exc: BaseException, attempt: int, delay: float) -> None:
         SINK_ERRORS.inc()
@@ -53,7 +56,8 @@ def build_sink(settings: Settings, spec: Spec, acks: StreamAcks) -> tuple[EventS
 
     sink = Sink(clickhouse, SinkBuffer(table_shapes(spec)),
                 FlushPolicy(settings.flush_rows, settings.flush_interval_ms / 1000),
-                Backoff(0.2, settings.sink_retry_max_s), acks, clock=time.monotonic, on_error=on_error)
+                Backoff(0.2, settings.sink_retry_max_s), acks, clock=time.monotonic, on_error=on_error,
+                dead_letter=refused)
     return sink, clickhouse
 
 

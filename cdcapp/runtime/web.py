@@ -1,11 +1,18 @@
 """Faust web views: a status page, per-key table state (routed to the owning worker), and a
 read-only query endpoint on the worker's ClickHouse target (the only way into an embedded chdb
-while its worker runs)."""
+while its worker runs).
+
+``/sql/`` runs one read-only statement over the pipeline's database alone
+(``cdcapp.clickhouse.readonly``). With ``CDCAPP_WEB_TOKEN`` set it requires
+``Authorization: Bearer <token>``; without one it answers only when the web server binds a
+loopback address, so that a worker published on a network never serves it unauthenticated.
+"""
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import itertools
-import re
 from typing import Any
 
 import faust
@@ -14,17 +21,37 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from cdcapp.clickhouse.client import ClickHouse, ClickHouseUrl
+from cdcapp.clickhouse.readonly import Refused
 from cdcapp.model.messages import partition_of
 from cdcapp.model.spec import Spec
 from cdcapp.runtime.sink import EventSink
 from cdcapp.runtime.tables import StageTables
 
 MAX_CHILDREN_SHOWN = 100
-_READ_ONLY = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|EXISTS)\b", re.IGNORECASE)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def sql_refusal(authorization: str | None, token: str | None, web_host: str) -> str | None:
+    """Why a /sql/ request may not run (None: it may)."""
+    if token:
+        if authorization is None or not hmac.compare_digest(authorization.encode(), f"Bearer {token}".encode()):
+            return "a valid 'Authorization: Bearer <CDCAPP_WEB_TOKEN>' header is required"
+        return None
+    if not is_loopback(web_host):
+        return f"set CDCAPP_WEB_TOKEN: /sql/ needs a token when the web server binds {web_host}"
+    return None
 
 
 def register(app: faust.App, spec: Spec, tables: dict[str, StageTables], sink: EventSink,
-             clickhouse: ClickHouse, partitions: int) -> None:
+             clickhouse: ClickHouse, partitions: int, token: str | None = None) -> None:
     @app.page("/status/")
     async def status(web: View, request: Request) -> Response:
         assignment = sorted(f"{tp.topic}[{tp.partition}]" for tp in app.assignor.assigned_actives())
@@ -48,11 +75,13 @@ def register(app: faust.App, spec: Spec, tables: dict[str, StageTables], sink: E
 
     @app.page("/sql/")
     async def sql(web: View, request: Request) -> Response:
-        query = request.query.get("q", "")
-        if not _READ_ONLY.match(query) or ";" in query:
-            return web.json({"error": "only a single read-only statement (SELECT/WITH/SHOW/...)"}, status=400)
+        refusal = sql_refusal(request.headers.get("Authorization"), token, app.conf.web_host)
+        if refusal:
+            return web.json({"error": refusal}, status=403)
         try:
-            rows = await clickhouse.query(query)
+            rows = await clickhouse.read(request.query.get("q", ""))
+        except Refused as exc:
+            return web.json({"error": f"refused: {exc}"}, status=400)
         except Exception as exc:  # noqa: BLE001 - reported to the caller, not raised in the worker
             return web.json({"error": f"{type(exc).__name__}: {exc}"}, status=500)
         return web.bytes(orjson.dumps({"data": rows}, default=str), content_type="application/json")

@@ -26,6 +26,8 @@ class BadSinkRow(ValueError):
 @dataclass
 class Batch(Generic[Token]):
     tables: list[tuple[TableShape, list[dict[str, Any]]]]
+    #: the entity key of each row of ``tables``, table by table
+    keys: list[list[str]]
     #: source commit times (``source.ts_ms``) of the rows, for the end-to-end lag
     timestamps: list[int]
     tokens: list[Token]
@@ -74,7 +76,8 @@ class SinkBuffer(Generic[Token]):
 
     def take(self) -> Batch[Token]:
         tables = [(self.shapes[name], [row for row, _ in rows.values()]) for name, rows in self.rows.items()]
+        keys = [list(rows) for rows in self.rows.values()]
         timestamps = [ts for rows in self.rows.values() for _, ts in rows.values()]
-        batch = Batch(tables, timestamps, self.tokens, self.received)
+        batch = Batch(tables, keys, timestamps, self.tokens, self.received)
         self.rows, self.tokens, self.received, self.size = {}, [], 0, 0
         return batch

@@ -148,8 +148,9 @@ class ClickHouseReader:
         if self._target is not None:
             return self._target.query(sql)
         url = f"{self.worker_url}/sql/?" + urllib.parse.urlencode({"q": sql})
+        headers = {"Authorization": f"Bearer {self.settings.web_token}"} if self.settings.web_token else {}
         try:
-            with urllib.request.urlopen(url, timeout=120) as response:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=120) as response:
                 return orjson.loads(response.read())["data"]
         except urllib.error.HTTPError as exc:
             raise RuntimeError(f"worker query failed: {exc.read().decode(errors='replace')}") from None

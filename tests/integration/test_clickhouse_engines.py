@@ -87,3 +87,58 @@ def test_chdb(tmp_path: Path) -> None:
         (int(i), name, Decimal(price), datetime.fromisoformat(ts), int(v)) for i, name, price, ts, v in rows
     ]
     assert parsed == EXPECTED_FINAL
+
+
+@pytest.mark.stack
+def test_a_row_the_server_refuses_is_dead_lettered_and_the_rest_stored(stack: Settings) -> None:
+    """A fact_order column narrowed by hand (UInt8 quantity) makes the server's driver refuse a
+    quantity of 300: that row alone is dead-lettered, every other row of every table is stored."""
+    import asyncio
+
+    from cdcapp.clickhouse.client import ClickHouse
+    from cdcapp.clickhouse.ddl import table_shapes
+    from cdcapp.model.messages import SinkRow
+    from cdcapp.model.spec import load_spec
+    from cdcapp.retry import Backoff
+    from cdcapp.sink.buffer import SinkBuffer
+    from cdcapp.sink.flush import Sink
+    from cdcapp.sink.policy import FlushPolicy
+
+    spec = load_spec()
+    shapes = table_shapes(spec)
+    db = f"cdcapp_test_{uuid.uuid4().hex[:12]}"
+    clickhouse = ClickHouse(f"clickhouse://default@127.0.0.1:{stack.clickhouse_port}/{db}", spec)
+    client = Client("127.0.0.1", port=stack.clickhouse_port)
+
+    def row(table: str, i: int, **values: object) -> SinkRow:
+        filled = {name: t.default for name, t in shapes[table].columns.items()}
+        filled.update({"id": i, "_source": "pg", "_version": 1, "_is_deleted": 0, **values})
+        return SinkRow(table, f"pg|{i}", filled, 0)
+
+    refused: list[tuple[str, str, str]] = []
+
+    async def dead_letter(table: str, key: str, values: dict, why: str) -> None:
+        refused.append((table, key, why))
+
+    async def ack(tokens: list[str]) -> None:
+        pass
+
+    async def run() -> None:
+        await clickhouse.connect()
+        client.execute(f"ALTER TABLE {db}.fact_order MODIFY COLUMN quantity UInt8")
+        sink = Sink(clickhouse, SinkBuffer(shapes), FlushPolicy(10_000, 0.2), Backoff(0.05, 1), ack,
+                    clock=lambda: 0.0, dead_letter=dead_letter)
+        sink.add([row("fact_order", i, quantity=300 if i == 7 else i) for i in range(1, 41)]
+                 + [row("dim_customer", i) for i in range(1, 6)], "record")
+        await sink.flush()
+        await clickhouse.close()
+
+    try:
+        asyncio.run(run())
+        assert [(t, k) for t, k, _ in refused] == [("fact_order", "pg|7")]
+        assert "ubyte format requires 0 <= number <= 255" in refused[0][2]
+        assert client.execute(f"SELECT count() FROM {db}.fact_order") == [(39,)]
+        assert client.execute(f"SELECT count() FROM {db}.dim_customer") == [(5,)]
+    finally:
+        client.execute(f"DROP DATABASE IF EXISTS {db}")
+        client.disconnect()

@@ -35,12 +35,19 @@ class FlakyWriter:
         self.failures = failures
         self.log = log
 
+    def is_data_error(self, exc: BaseException) -> bool:
+        return False
+
     async def insert(self, batches: Any) -> None:
         if self.failures:
             self.failures -= 1
             self.log.append("insert failed")
             raise ConnectionError("ClickHouse is down")
         self.log.append(f"insert {sum(len(rows) for _, rows in batches)}")
+
+
+async def refuse_nothing(table: str, key: str, row: dict, why: str) -> None:
+    raise AssertionError(f"no row is refused here, not {key}")
 
 
 async def test_sink_acks_only_after_its_insert_returned() -> None:
@@ -55,7 +62,7 @@ async def test_sink_acks_only_after_its_insert_returned() -> None:
 
     now = [100.0]
     sink = Sink(FlakyWriter(2, log), SinkBuffer(SHAPES), FlushPolicy(10, 0.5), Backoff(0.2, 30), ack,
-                clock=lambda: now[0], sleep=sleep)
+                clock=lambda: now[0], sleep=sleep, dead_letter=refuse_nothing)
     sink.add([customer_row(1)], "e1")
     sink.add([customer_row(2)], "e2")
     assert not sink.due()

@@ -198,3 +198,5 @@ def test_worker() -> None:
     assert e["CDCAPP_KAFKA_BOOTSTRAP"] == "kafka:9092"
     assert e["CDCAPP_CLICKHOUSE_URL"] == f"clickhouse://default@clickhouse:9000/{DEFAULTS.clickhouse_db}"
     assert svc["build"]["context"] == "."
+    assert svc["ports"] == ["127.0.0.1:6066:6066"], "the web views are published on the host's loopback only"
+    assert e["CDCAPP_WEB_TOKEN"] == "${CDCAPP_WEB_TOKEN:-}"

@@ -16,6 +16,7 @@ from aiokafka.structs import ConsumerRecord
 from faust.types.tuples import ConsumerMessage
 
 from cdcapp.runtime.app import CdcApp, create_app
+from cdcapp.runtime.faust import pinned
 from cdcapp.runtime.faust.buffer import ChangelogBuffer
 from cdcapp.runtime.faust.bulk import BulkMessage, bulk_message
 from cdcapp.runtime.faust.consumer import Consumer
@@ -224,3 +225,20 @@ async def test_the_kafka_consumer_waits_at_the_broker_as_configured_not_faust_s_
         assert kafka_consumer._fetch_max_wait_ms == 37
     finally:
         await kafka_consumer.stop()
+
+
+# ------------------------------------------------------------------ pinned code
+def test_the_installed_faust_is_the_code_the_corrections_were_written_for() -> None:
+    pinned.check()
+
+
+def test_a_worker_refuses_to_start_on_a_faust_whose_patched_functions_changed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from faust.transport import consumer as faust_consumer
+
+    def ack(self: Any, message: Any) -> bool:  # a "new release" of Consumer.ack
+        return True
+
+    monkeypatch.setattr(faust_consumer.Consumer, "ack", ack)
+    with pytest.raises(pinned.FaustChanged, match=r"faust-streaming 0\.15\.3.*differs in: faust\.transport\.consumer:Consumer\.ack \("):
+        create_app(unit_settings(tmp_path))
