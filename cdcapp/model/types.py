@@ -73,10 +73,13 @@ class ColumnType:
             raise ValueTypeError(f"{value!r} is not a valid {self.name}: {exc}") from None
 
     def computed(self, value: Any) -> Any:
-        """A computed value (a measure) -> canonical. A decimal is first taken to the type's scale
-        (half-even): there the spec's type is the rounding asked for, not a value to refuse."""
-        if self.kind == "decimal" and isinstance(value, Decimal) and value.is_finite():
-            value = value.quantize(Decimal(1).scaleb(-self.scale), context=_WIDE)
+        """A computed value (a measure, or the ground truth's SQL, which may compute in floats) ->
+        canonical. A decimal is first taken to the type's scale (half-even): there the spec's type
+        is the rounding asked for, not a value to refuse."""
+        if self.kind == "decimal" and isinstance(value, (Decimal, float)) and not isinstance(value, bool):
+            number = value if isinstance(value, Decimal) else Decimal(repr(value))
+            if number.is_finite():
+                value = number.quantize(Decimal(1).scaleb(-self.scale), context=_WIDE)
         return self.canonical(value)
 
     @property

@@ -171,7 +171,8 @@ def _answers(base_url: str) -> bool:
 # ------------------------------------------------------------------------------- comparison
 def _normaliser(types: list[ColumnType]) -> Callable[[Row], Row]:
     def normalise(row: Row) -> Row:
-        return tuple(t.canonical(v) for t, v in zip(types, row))
+        # The OLTP side computes measures in SQL (SQLite in floats): rounded as the pipeline does.
+        return tuple(t.computed(v) for t, v in zip(types, row))
 
     return normalise
 

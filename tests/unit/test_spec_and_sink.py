@@ -48,6 +48,7 @@ def test_a_measure_is_rounded_to_its_type_where_a_source_value_would_be_refused(
     assert money.computed(vat({"unit_price": "9.99"})) == "0.75"  # 0.74925, half-even
     with pytest.raises(ValueTypeError, match="more than 2 decimal places"):
         money.canonical(Decimal("0.74925"))
+    assert money.computed(496.16999999999996) == "496.17"  # SQLite's REAL arithmetic, in the ground truth
 
 
 @pytest.mark.parametrize("type_name, value, canonical", [
