@@ -327,3 +327,26 @@ async def test_retried_snapshot_sends_the_deletes_of_rows_an_aborted_attempt_pub
     # delete and its tombstone, then r(2), r(3) at 4.
     assert events == [(1, "r", 3), (1, "d", 4), (1, None, None), (2, "r", 4), (3, "r", 4)]
     assert stats.snapshots == 1 and stats.errors == 1
+
+
+async def test_a_changed_table_list_first_sends_what_the_log_holds_past_the_published_position(db):
+    cap.install(db, ["customers"])
+    app = connect_sqlite(db)
+    kept, gone = add_customer(app, "kept@example.com"), add_customer(app, "gone@example.com")
+    first = FakeProducer()
+    stop, task = await start(db, first)
+    await until(lambda: len(first.sent) == 2)
+    stop.set()
+    await task
+
+    # While no relay runs: a delete is logged, and the captured tables change.
+    app.execute("DELETE FROM customers WHERE id = ?", (gone,))
+    cap.install(db, ["customers", "products"])
+    second = FakeProducer()
+    stop, task = await start(db, second)
+    await until(lambda: state(app) is not None and len(second.sent) >= 3)
+    stop.set()
+    await task
+    app.close()
+    events = [(t, k["id"], v["op"] if v else None) for t, k, v in second.events()]
+    assert events == [("oltp.customers", gone, "d"), ("oltp.customers", gone, None), ("oltp.customers", kept, "r")]

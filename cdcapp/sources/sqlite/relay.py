@@ -173,16 +173,19 @@ class _Store:
     def start_snapshot(self, source_id: str, tables: str) -> RelayState:
         """Record that a snapshot is under way, from where the stream must resume if it fails.
 
-        A retried snapshot keeps the first attempt's start: the aborted attempt may have
-        published rows that were deleted since, and only the log from that start has their
-        deletes. Log rows before the start are covered by any snapshot and are pruned.
+        The same stream (source id) resumes where it stopped, and its snapshot starts there: a
+        retried snapshot at the first attempt's start, since the aborted attempt may have
+        published rows that were deleted since; a new snapshot for a changed table list at the
+        last published position, since the log after it holds changes - deletes among them -
+        that nothing has sent. Only the log from there has them; what is before is covered by
+        any snapshot and pruned. Another source id is a new stream, from the log's end.
         """
         with immediate_transaction(self.conn):
             row = self.conn.execute(
-                f"SELECT source_id, tables, snapshot_done, snapshot_seq FROM {STATE_TABLE} WHERE id = 1"
+                f"SELECT source_id, snapshot_done, snapshot_seq, published_seq FROM {STATE_TABLE} WHERE id = 1"
             ).fetchone()
-            if row and (row[0], row[1], row[2]) == (source_id, tables, 0):
-                start = row[3]
+            if row and row[0] == source_id:
+                start = row[3] if row[1] else row[2]
             else:
                 start = self._last_seq()
             state = RelayState(source_id, tables, False, start, start)
