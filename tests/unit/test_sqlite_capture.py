@@ -350,3 +350,21 @@ async def test_a_changed_table_list_first_sends_what_the_log_holds_past_the_publ
     app.close()
     events = [(t, k["id"], v["op"] if v else None) for t, k, v in second.events()]
     assert events == [("oltp.customers", gone, "d"), ("oltp.customers", gone, None), ("oltp.customers", kept, "r")]
+
+
+async def test_blobs_are_captured_as_hex_and_the_application_write_succeeds(db):
+    app = connect_sqlite(db)
+    app.execute("CREATE TABLE docs (id INTEGER PRIMARY KEY, body BLOB, note TEXT)")
+    app.execute("INSERT INTO docs VALUES (1, x'00ff10', 'before install')")
+    cap.install(db, ["docs"])
+    app.execute("INSERT INTO docs VALUES (2, x'cafe', 'after install')")
+    app.execute("UPDATE docs SET note = ? WHERE id = 2", (b"\x80 not utf-8",))
+    producer = FakeProducer()
+    stop, task = await start(db, producer)
+    await until(lambda: len(producer.sent) >= 2)
+    stop.set()
+    await task
+    app.close()
+    rows = [(k["id"], v["op"], v["after"]) for _, k, v in producer.events()]
+    assert rows == [(1, "r", {"id": 1, "body": "00FF10", "note": "before install"}),
+                    (2, "r", {"id": 2, "body": "CAFE", "note": "80206E6F74207574662D38"})]

@@ -82,8 +82,14 @@ class TableInfo:
 
     @staticmethod
     def _json_object(columns: Iterable[str], alias: str) -> str:
+        """SQLite's JSON refuses BLOBs (and with it the application's own write, inside its
+        trigger), so bytes travel as hex, as Debezium's ``binary.handling.mode=hex`` sends them;
+        any column may hold one, whatever its declared type."""
         prefix = f"{alias}." if alias else ""
-        return "json_object(" + ", ".join(f"{_literal(c)}, {prefix}{quote_ident(c)}" for c in columns) + ")"
+        values = (f"{prefix}{quote_ident(c)}" for c in columns)
+        return "json_object(" + ", ".join(
+            f"{_literal(c)}, CASE typeof({v}) WHEN 'blob' THEN hex({v}) ELSE {v} END" for c, v in zip(columns, values)
+        ) + ")"
 
 
 def read_table_info(conn: sqlite3.Connection, table: str) -> TableInfo:
