@@ -80,14 +80,9 @@ class DriverTarget:
     """A ClickHouse server over the native protocol (columnar inserts)."""
 
     def __init__(self, url: ClickHouseUrl, database: str) -> None:
-        from clickhouse_driver import Client
-
         self.database = url.database or database
         self._url = url
-        self._client = Client(
-            host=url.host, port=url.port, user=url.user, password=url.password,
-            connect_timeout=5, send_receive_timeout=60, settings={"use_numpy": False},
-        )
+        self._client = _driver_client(url)
         self._reader: Any = None
 
     def execute(self, sql: str) -> None:
@@ -113,21 +108,22 @@ class DriverTarget:
 
     def read(self, sql: str) -> list[list[Any]]:
         if self._reader is None:
-            from clickhouse_driver import Client
-
             # A client of its own: the pipeline's database is current on every connection it
             # opens, and the server refuses it any write or settings change.
-            url = self._url
-            self._reader = Client(
-                host=url.host, port=url.port, user=url.user, password=url.password, database=self.database,
-                connect_timeout=5, send_receive_timeout=60, settings={"use_numpy": False, "readonly": 1},
-            )
+            self._reader = _driver_client(self._url, database=self.database, readonly=1)
         return [list(row) for row in self._reader.execute(sql)]
 
     def close(self) -> None:
         self._client.disconnect()
         if self._reader is not None:
             self._reader.disconnect()
+
+
+def _driver_client(url: ClickHouseUrl, database: str = "default", **settings: Any) -> Any:
+    from clickhouse_driver import Client
+
+    return Client(host=url.host, port=url.port, user=url.user, password=url.password, database=database,
+                  connect_timeout=5, send_receive_timeout=60, settings={"use_numpy": False, **settings})
 
 
 @lru_cache(maxsize=1 << 16)
