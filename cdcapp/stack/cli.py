@@ -38,12 +38,13 @@ def down() -> None:
 
 @stack_app.command()
 def status() -> None:
-    """One line per service; exit code 1 when any is down."""
+    """One line per service; exit code 1 when any is down or stalled."""
     states = core.status(get_settings())
     for st in states:
         color = typer.colors.GREEN if st.up else typer.colors.RED
         pid = f" pid {st.pid}" if st.pid else ""
-        line = f"{st.name:<18} {typer.style('up' if st.up else 'down', fg=color):<5} {st.address}{pid}"
+        word = "up" if st.up else "stalled" if st.detail.startswith("stalled") else "down"
+        line = f"{st.name:<18} {typer.style(word, fg=color):<5} {st.address}{pid}"
         typer.echo(line + (f"  ({st.detail.splitlines()[0]})" if st.detail else ""))
     if not all(st.up for st in states):
         raise typer.Exit(1)
