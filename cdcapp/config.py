@@ -45,6 +45,11 @@ class Settings(BaseSettings):
         "load it bounds the wait of records that arrive on a partition left out of the fetch in flight, at "
         "every hop (Faust's fixed value is 1,500).",
     )
+    session_timeout_s: float = Field(
+        default=20.0, ge=6, description="How long the broker waits for a silent worker before it gives the "
+        "worker's partitions to the others: after a crash, its partitions stand still this long (Faust's "
+        "default is 60; heartbeats go every 3 s from the consumer thread, which the join work does not block).",
+    )
     web_port: int = Field(default=6066, description="Faust web port (views, /metrics). One per worker.")
     web_host: str = Field(default="127.0.0.1", description="Faust web bind and advertised host.")
     web_token: str | None = Field(

@@ -90,6 +90,7 @@ def create_app(settings: Settings, spec: Spec | None = None) -> CdcApp:
         web_tables_enabled=False,
         producer_linger_ms=5,
         broker_max_poll_records=2000,
+        broker_session_timeout=settings.session_timeout_s,
         # Messages waiting per agent: a message is a run of up to 2,000 source records or a stage
         # record of up to 2,000 messages, so Faust's 4,096 would hold gigabytes under a backlog.
         stream_buffer_maxsize=32,
