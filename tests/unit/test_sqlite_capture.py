@@ -121,10 +121,25 @@ def test_uninstall_removes_triggers_and_tables(conn, db):
     add_customer(conn)
     cap.uninstall(db)
     leftovers = conn.execute("SELECT type, name FROM sqlite_master WHERE name LIKE '\\_cdc\\_%' ESCAPE '\\'").fetchall()
-    assert leftovers == []
+    assert leftovers == [("table", "_cdc_seq")]  # the sequence's high-water mark, one row
     add_customer(conn, "b@example.com")  # the application keeps working without the log
     assert conn.execute("SELECT count(*) FROM customers").fetchone()[0] == 2
     cap.uninstall(db)  # idempotent
+
+
+def test_a_reinstalled_capture_continues_the_sequence(conn, db):
+    """Positions never restart: after uninstall and install, the log and the relay's snapshot
+    position go on from the last sequence number, so the pipeline does not take the new changes
+    for replays of old ones."""
+    for n in range(3):
+        add_customer(conn, f"{n}@example.com")
+    last = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = '_cdc_log'").fetchone()[0]
+    cap.uninstall(db)
+    cap.uninstall(db)  # twice: the mark stays
+    add_customer(conn, "uncaptured@example.com")
+    cap.install(db)
+    add_customer(conn, "after@example.com")
+    assert [row.seq for row in log_rows(conn)] == [last + 1]
 
 
 def test_envelope_shape():

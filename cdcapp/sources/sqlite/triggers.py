@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 DEFAULT_TABLES = ("customers", "products", "orders", "order_items")
 LOG_TABLE = "_cdc_log"
 STATE_TABLE = "_cdc_state"
+#: the change log's last sequence number, kept by ``uninstall`` so that a later ``install``
+#: continues it: positions that restarted at 1 would order a row's new changes below the ones the
+#: pipeline already holds, and it would drop them as stale
+SEQ_TABLE = "_cdc_seq"
 TRIGGER_PREFIX = "_cdc_"
 
 # Exact milliseconds; julianday() arithmetic would round through a double.
@@ -53,6 +57,8 @@ CREATE TABLE IF NOT EXISTS {STATE_TABLE} (
     published_seq INTEGER NOT NULL,
     updated_ms    INTEGER NOT NULL
 )"""
+
+_SEQ_DDL = f"CREATE TABLE IF NOT EXISTS {SEQ_TABLE} (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL)"
 
 
 class CaptureError(RuntimeError):
@@ -157,6 +163,11 @@ def install(db: Path, tables: Sequence[str] = DEFAULT_TABLES) -> list[TableInfo]
             infos = [read_table_info(conn, t) for t in tables]
             conn.execute(_LOG_DDL)
             conn.execute(_STATE_DDL)
+            conn.execute(_SEQ_DDL)
+            conn.execute(
+                f"INSERT INTO sqlite_sequence (name, seq) SELECT ?, seq FROM {SEQ_TABLE} WHERE id = 1 "
+                "AND NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = ?)", (LOG_TABLE, LOG_TABLE),
+            )
             for trigger, _ in _capture_triggers(conn):
                 conn.execute(f"DROP TRIGGER {quote_ident(trigger)}")
             for info in infos:
@@ -169,12 +180,22 @@ def install(db: Path, tables: Sequence[str] = DEFAULT_TABLES) -> list[TableInfo]
 
 
 def uninstall(db: Path) -> None:
-    """Drop the capture triggers, the change log and the relay state."""
+    """Drop the capture triggers, the change log and the relay state; keep the log's last
+    sequence number (``SEQ_TABLE``, one row) for a later ``install``."""
     conn = open_existing(db)
     try:
         with immediate_transaction(conn):
             for trigger, _ in _capture_triggers(conn):
                 conn.execute(f"DROP TRIGGER {quote_ident(trigger)}")
+            has_sequence = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_sequence'").fetchone()
+            if has_sequence:
+                conn.execute(_SEQ_DDL)
+                conn.execute(
+                    f"INSERT OR REPLACE INTO {SEQ_TABLE} (id, seq) SELECT 1, max(seq) FROM "
+                    f"(SELECT seq FROM sqlite_sequence WHERE name = ? UNION ALL SELECT seq FROM {SEQ_TABLE}) "
+                    "HAVING max(seq) IS NOT NULL", (LOG_TABLE,),
+                )
             conn.execute(f"DROP TABLE IF EXISTS {LOG_TABLE}")
             conn.execute(f"DROP TABLE IF EXISTS {STATE_TABLE}")
     finally:
