@@ -1,7 +1,7 @@
 # Every target runs tools as `python -m ...` of the interpreter the package is installed in.
 PYTHON ?= python
 
-.PHONY: install demo bench stack-up stack-down status test test-unit
+.PHONY: install demo bench stack-up stack-down status test test-unit test-faults
 
 install:
 	$(PYTHON) -m pip install -e '.[test]'
@@ -30,3 +30,8 @@ test: install stack-up
 
 test-unit:
 	$(PYTHON) -m pytest -q tests/unit
+
+# The fault matrix alone (docs/reliability.md): worker, ClickHouse, broker, Connect and SQLite relay
+# faults and a poison row, each under load, each ending in the ground-truth check. Part of `test`.
+test-faults: install stack-up
+	$(PYTHON) -m pytest -q -m faults tests/faults

@@ -17,8 +17,10 @@ Same seed, same clock, fresh database: same final database.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -618,3 +620,45 @@ def run_workload(
         stats.elapsed_s = clock() - started
     return stats
 
+
+
+class BackgroundWorkload(threading.Thread):
+    """The application running beside a test or a fault: the workload on its own connection, in
+    a thread, until ``finish``.
+
+    It runs in half-second rounds, a new seed each, so that the caller decides when it ends
+    whatever the machine's speed; a round reloads the live ids, so it also survives a source
+    that was written to by others in between.
+    """
+
+    def __init__(self, connect: Callable[[], Any], dialect: Dialect, *, rate: float, seed: int) -> None:
+        super().__init__(daemon=True, name=f"workload-{dialect}")
+        self.connect, self.dialect, self.rate, self.seed = connect, dialect, rate, seed
+        self.changes = 0
+        self.errors = 0
+        self.error: BaseException | None = None
+        self._stop_requested = threading.Event()
+
+    def run(self) -> None:
+        conn = self.connect()
+        try:
+            for round_ in itertools.count():
+                if self._stop_requested.is_set():
+                    break
+                stats = run_workload(conn, self.dialect, rate=self.rate, duration=0.5, seed=self.seed + round_)
+                self.changes += stats.changes
+                self.errors += stats.errors
+        except BaseException as exc:  # noqa: BLE001 - reported by finish(), in the caller's thread
+            self.error = exc
+        finally:
+            conn.close()
+
+    def finish(self, timeout_s: float = 60.0) -> int:
+        """Stop after the round under way; the changes written, or the error the thread met."""
+        self._stop_requested.set()
+        self.join(timeout=timeout_s)
+        if self.is_alive():
+            raise RuntimeError(f"the {self.dialect} workload did not stop within {timeout_s:.0f}s")
+        if self.error is not None:
+            raise self.error
+        return self.changes

@@ -8,14 +8,12 @@ Each test uses its own database file and source id, and reads back only the even
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import random
 import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections import defaultdict
@@ -29,7 +27,7 @@ from cdcapp.config import Settings
 from cdcapp.debezium.decode import decode
 from cdcapp.sources import sqlite as cap
 from cdcapp.sources.connections import connect_sqlite, create_oltp_schema
-from cdcapp.tools.workload import run_workload
+from cdcapp.tools.workload import BackgroundWorkload, run_workload
 
 pytestmark = pytest.mark.stack
 
@@ -170,44 +168,16 @@ def stop_relay(proc: subprocess.Popen, log_path: Path) -> None:
     assert rc == 0, log_path.read_text()
 
 
-class Workload(threading.Thread):
-    """The application: the generator on its own connection, in a thread, until stopped.
+def application(db: Path, *, rate: float, seed: int, busy_timeout_ms: int | None = None) -> BackgroundWorkload:
+    """The application, writing on its own connection (with an optional busy timeout)."""
 
-    It runs in half-second rounds (a new seed each) so that the test decides when it ends,
-    whatever the machine's speed.
-    """
+    def open_db() -> sqlite3.Connection:
+        conn = connect_sqlite(db)
+        if busy_timeout_ms is not None:
+            conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        return conn
 
-    def __init__(self, db: Path, *, rate: float, seed: int, busy_timeout_ms: int | None = None):
-        super().__init__(daemon=True)
-        self.db, self.rate, self.seed, self.busy_timeout_ms = db, rate, seed, busy_timeout_ms
-        self.changes = 0
-        self.errors = 0
-        self.error: BaseException | None = None
-        self._stop_requested = threading.Event()
-
-    def run(self) -> None:
-        conn = connect_sqlite(self.db)
-        if self.busy_timeout_ms is not None:
-            conn.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
-        try:
-            for round_ in itertools.count():
-                if self._stop_requested.is_set():
-                    break
-                stats = run_workload(conn, "sqlite", rate=self.rate, duration=0.5, seed=self.seed + round_)
-                self.changes += stats.changes
-                self.errors += stats.errors
-        except BaseException as exc:  # reported by the test thread
-            self.error = exc
-        finally:
-            conn.close()
-
-    def finish(self) -> int:
-        self._stop_requested.set()
-        self.join(timeout=60)
-        assert not self.is_alive(), "workload did not finish"
-        if self.error is not None:
-            raise self.error
-        return self.changes
+    return BackgroundWorkload(open_db, "sqlite", rate=rate, seed=seed)
 
 
 async def test_snapshot_live_changes_and_tombstones(stack: Settings, tmp_path: Path):
@@ -275,7 +245,7 @@ def test_sigkilled_relay_loses_nothing(stack: Settings, tmp_path: Path):
     run_workload(conn, "sqlite", rate=0, changes=20_000, seed=11)
     conn.close()
 
-    app = Workload(db, rate=2000, seed=12)
+    app = application(db, rate=2000, seed=12)
     app.start()
 
     # First kill: while the snapshot is being published (its state is pending).
@@ -321,7 +291,7 @@ def test_application_never_sees_database_is_locked(stack: Settings, tmp_path: Pa
         wait_streaming(log_path, 1)
         # As fast as SQLite goes, with a busy timeout far below the default: the relay's
         # writes must stay short enough that the application never waits that long.
-        app = Workload(db, rate=0, seed=21, busy_timeout_ms=1000)
+        app = application(db, rate=0, seed=21, busy_timeout_ms=1000)
         app.start()
         progress = []
         for _ in range(12):
