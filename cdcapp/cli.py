@@ -55,6 +55,34 @@ def capture_sqlite(
     asyncio.run(relay())
 
 
+source_app = typer.Typer(no_args_is_help=True, help="Operations on a source the pipeline reads.")
+cli.add_typer(source_app, name="source")
+
+
+@source_app.command("reset-epoch")
+def reset_epoch(
+    source_id: str = typer.Option(..., "--source-id", help="The source whose positions restarted (_source: "
+                                  "postgres, mariadb, the SQLite relay's --source-id)."),
+) -> None:
+    """Order a source's changes from now on above all its earlier ones, after its positions restarted.
+
+    Stop the workers and the source's connector (or relay) first; afterwards start the workers,
+    then the connector with a new snapshot (docs/operations.md).
+    """
+    from cdcapp.config import get_settings
+    from cdcapp.model.spec import load_spec
+    from cdcapp.tools.epochs import EpochRefused, reset_epoch_sync
+
+    settings = get_settings()
+    try:
+        new = reset_epoch_sync(settings, load_spec(settings.spec_path), source_id)
+    except (EpochRefused, ValueError) as e:
+        typer.secho(str(e), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    starts = ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(new.epoch.starts.items()))
+    typer.echo(f"source {new.source!r}: epoch {new.epoch.number} starts at {starts or 'the start of every topic'}")
+
+
 class SourceKind(str, Enum):
     postgres = "postgres"
     mariadb = "mariadb"

@@ -17,6 +17,11 @@ def source_topic(prefix: str, table: str) -> str:
     return f"{prefix}.{table}"
 
 
+def epochs_topic(internal_prefix: str) -> str:
+    """Where the pipeline's source epochs are (``cdcapp.debezium.epochs``): compacted, one partition."""
+    return f"{internal_prefix}.epochs"
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
@@ -97,3 +102,42 @@ async def delete_topics(bootstrap: str, prefix: str) -> list[str]:
         return doomed
     finally:
         await admin.close()
+
+
+async def read_latest(bootstrap: str, topic: str) -> dict[bytes, bytes]:
+    """The newest value of every key of a (compacted) ``topic``, read to its end; a key whose
+    newest record is a tombstone is left out. A missing topic reads as empty."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    ends = await end_offsets(bootstrap, [topic])
+    if not any(ends.values()):
+        return {}
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    latest: dict[bytes, bytes | None] = {}
+    try:
+        partitions = [TopicPartition(t, p) for (t, p), end in ends.items() if end]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        remaining = {tp: ends[(tp.topic, tp.partition)] for tp in partitions}
+        while remaining:
+            for tp, records in (await consumer.getmany(*remaining, timeout_ms=1000)).items():
+                for record in records:
+                    latest[record.key] = record.value
+                if records and records[-1].offset + 1 >= remaining[tp]:
+                    del remaining[tp]
+    finally:
+        await consumer.stop()
+    return {key: value for key, value in latest.items() if value is not None}
+
+
+async def produce_one(bootstrap: str, topic: str, key: bytes, value: bytes) -> None:
+    """Send one record and wait until the broker has it (all in-sync replicas)."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()

@@ -16,6 +16,8 @@ import faust
 
 from cdcapp.clickhouse.client import ClickHouse
 from cdcapp.config import Settings
+from cdcapp.debezium.epochs import Epochs
+from cdcapp.kafka_admin import epochs_topic, read_latest
 from cdcapp.model.spec import Spec, load_spec
 from cdcapp.runtime import ingest, sink, stage, web
 from cdcapp.runtime.faust import pinned
@@ -42,7 +44,11 @@ class CdcApp(faust.App):
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
-        await create_declared_topics(self, self.pipeline.topics.all_declared(), self.pipeline.settings.replication_factor)
+        settings = self.pipeline.settings
+        await create_declared_topics(self, self.pipeline.topics.all_declared(), settings.replication_factor)
+        # Before any agent reads a source record: its position depends on its source's epoch.
+        latest = await read_latest(settings.kafka_bootstrap, epochs_topic(settings.internal_topic_prefix))
+        self.pipeline.epochs.by_source.update(Epochs.from_records(latest).by_source)
 
 
 @dataclass
@@ -55,6 +61,7 @@ class Pipeline:
     stage_tables: dict[str, StageTables]
     sink: sink.EventSink
     clickhouse: ClickHouse
+    epochs: Epochs
 
 
 def tune_garbage_collector() -> None:
@@ -99,12 +106,13 @@ def create_app(settings: Settings, spec: Spec | None = None) -> CdcApp:
     app.bulk_topics = frozenset(t.get_topic_name() for t in topics.sources.values())
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     linger_s = settings.batch_linger_ms / 1000
-    ingest.register(app, spec, topics, settings.partitions, linger_s)
+    epochs = Epochs()
+    ingest.register(app, spec, topics, settings.partitions, linger_s, epochs)
     stage_tables = stage.register(app, spec, topics, settings.partitions, linger_s)
     acks = sink.StreamAcks()
     event_sink, clickhouse = sink.build_sink(settings, spec, acks, topics)
     sink.register(app, topics, event_sink, acks, clickhouse,
                   check_interval_s=min(0.1, settings.flush_interval_ms / 4000))
-    app.pipeline = Pipeline(settings, spec, topics, stage_tables, event_sink, clickhouse)
+    app.pipeline = Pipeline(settings, spec, topics, stage_tables, event_sink, clickhouse, epochs)
     web.register(app, spec, stage_tables, event_sink, clickhouse, settings.partitions, settings.web_token)
     return app

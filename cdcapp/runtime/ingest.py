@@ -9,10 +9,12 @@ skipped; anything undecodable goes to the dead-letter topic.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import faust
 
 from cdcapp.debezium.decode import DecodeError
+from cdcapp.debezium.epochs import Epochs
 from cdcapp.debezium.shape import ChangeShaper
 from cdcapp.model.messages import partition_of
 from cdcapp.model.spec import Spec
@@ -28,13 +30,13 @@ log = logging.getLogger(__name__)
 MAX_EVENTS = 8
 
 
-def register(app: faust.App, spec: Spec, topics: Topics, partitions: int, linger_s: float) -> None:
+def register(app: faust.App, spec: Spec, topics: Topics, partitions: int, linger_s: float, epochs: Epochs) -> None:
     for entity in spec.entities:
-        _register_source(app, topics, ChangeShaper(spec, entity), partitions, linger_s)
+        _register_source(app, topics, ChangeShaper(spec, entity), partitions, linger_s, epochs)
 
 
 def _register_source(app: faust.App, topics: Topics, shaper: ChangeShaper, partitions: int,
-                     linger_s: float) -> None:
+                     linger_s: float, epochs: Epochs) -> None:
     source_topic, stage_topic = topics.sources[shaper.entity], topics.stage_names[shaper.entity]
     ops = {op: SOURCE_EVENTS.labels(shaper.entity, op) for op in ("c", "u", "d", "r", "tombstone")}
 
@@ -51,6 +53,9 @@ def _register_source(app: faust.App, topics: Topics, shaper: ChangeShaper, parti
                     if change is None:
                         ops["tombstone"].inc()
                         continue
+                    if epochs:
+                        change = replace(change, position=epochs.position(
+                            change.source, record.topic, record.partition, record.offset, change.position))
                     message = shaper.shape(change)
                 except DecodeError as exc:
                     await send_dead_letter(topics.dlq, record, "ingest", exc)

@@ -61,6 +61,7 @@ def register(app: faust.App, spec: Spec, tables: dict[str, StageTables], sink: E
             "clickhouse": ClickHouseUrl.parse(clickhouse.url).redacted(),
             "tables": [d.table for d in spec.dimensions] + [f.table for f in spec.facts],
             "assigned_partitions": assignment,
+            "source_epochs": {source: epochs[-1].number for source, epochs in app.pipeline.epochs.by_source.items()},
             "sink": {
                 "buffered_rows": len(sink.buffer),
                 "rows_inserted": sink.rows_inserted,

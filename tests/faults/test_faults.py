@@ -115,27 +115,28 @@ def test_broker_killed_and_restarted(pipeline: Pipeline, record: list[FaultResul
     """After the broker returns, PostgreSQL capture must resume: by itself, or because ``stack
     status`` found the connector stalled (an orphaned walsender holding the slot, minutes later)
     and ``stack up`` healed it."""
-    dead = dead_letters(pipeline)
-    workload = load(pipeline)
-    os.kill(core.service("kafka", stack).pid(), signal.SIGKILL)
-    time.sleep(15)
-    native_stack.up(stack, echo=lambda line: None)
-    with Operator(stack) as operator:
-        report = settle(record, pipeline, "Kafka broker SIGKILLed, restarted after 15 s", workload, dead)
-    record[-1].note = operator.note
+    report = kill_and_restart(pipeline, record, stack, "kafka", down_s=15, fault="Kafka broker")
     assert report.equal, report.render()
 
 
 def test_connect_killed_and_restarted(pipeline: Pipeline, record: list[FaultResult], stack: Settings) -> None:
+    report = kill_and_restart(pipeline, record, stack, "connect", down_s=10, fault="Kafka Connect")
+    assert report.equal, report.render()
+
+
+def kill_and_restart(pipeline: Pipeline, record: list[FaultResult], stack: Settings, service: str, down_s: float,
+                     fault: str) -> Report:
+    """SIGKILL a service of the stack under load, bring it back with ``stack up`` after ``down_s``,
+    and settle with an operator healing what the restart leaves stalled."""
     dead = dead_letters(pipeline)
     workload = load(pipeline)
-    os.kill(core.service("connect", stack).pid(), signal.SIGKILL)
-    time.sleep(10)
+    os.kill(core.service(service, stack).pid(), signal.SIGKILL)
+    time.sleep(down_s)
     native_stack.up(stack, echo=lambda line: None)
     with Operator(stack) as operator:
-        report = settle(record, pipeline, "Kafka Connect SIGKILLed, restarted after 10 s", workload, dead)
+        report = settle(record, pipeline, f"{fault} SIGKILLed, restarted after {down_s:.0f} s", workload, dead)
     record[-1].note = operator.note
-    assert report.equal, report.render()
+    return report
 
 
 class Operator(threading.Thread):
@@ -202,18 +203,35 @@ def test_poison_row_is_dead_lettered_while_the_rest_flows(pipeline: Pipeline, re
                                                           stack: Settings) -> None:
     """``fact_order.quantity`` narrowed to UInt8 in ClickHouse by hand: an item of 300 is refused
     by the server's driver. That row alone goes to the dead-letter topic while every table keeps
-    flowing; once the column is widened back, the item's next change repairs it."""
+    flowing; once the column is widened back, the item's next change repairs it.
+
+    The item sits in a completed order of its own, whose items the generator never changes; the
+    generator may still rename its product or delete the order, which sends the fact row again (one
+    more dead letter) or deletes it (nothing left to miss). Any other item of more than 255 (an
+    earlier run's poison, in the shared source database) that is sent meanwhile is refused too,
+    rightly: the check is that exactly such rows are missing, and every other row is stored."""
     database = pipeline.settings.clickhouse_url.rsplit("/", 1)[1]
     client = Client("127.0.0.1", port=stack.clickhouse_port)
     dead = dead_letters(pipeline)
     client.execute(f"ALTER TABLE {database}.fact_order MODIFY COLUMN quantity UInt8")
     workload = load(pipeline)
     conn = connect("postgres", pipeline.settings)
+
+    def too_large() -> set[int]:
+        """The items whose quantity a UInt8 cannot hold."""
+        with conn.cursor() as cur:
+            cur.execute("SELECT id FROM order_items WHERE quantity > 255")
+            found = {row[0] for row in cur.fetchall()}
+        conn.commit()
+        return found
+
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT o.id, p.id, p.price FROM orders o, products p WHERE o.status = 'pending' "
-                        "ORDER BY o.id DESC, p.id DESC LIMIT 1")
-            order_id, product_id, price = cur.fetchone()
+            cur.execute("SELECT c.id, p.id, p.price FROM customers c, products p ORDER BY c.id DESC, p.id DESC LIMIT 1")
+            customer_id, product_id, price = cur.fetchone()
+            cur.execute("INSERT INTO orders (customer_id, order_date, status, total) "
+                        "VALUES (%s, now(), 'completed', %s) RETURNING id", (customer_id, 300 * price))
+            (order_id,) = cur.fetchone()
             cur.execute("INSERT INTO order_items (order_id, product_id, quantity, price) "
                         "VALUES (%s, %s, 300, %s) RETURNING id", (order_id, product_id, price))
             (poison,) = cur.fetchone()
@@ -224,16 +242,19 @@ def test_poison_row_is_dead_lettered_while_the_rest_flows(pipeline: Pipeline, re
         fact = next(t for t in report.tables if t.table == "fact_order")
         others = [t for t in report.tables if t is not fact]
         assert all(t.equal for t in others), report.render()
-        assert [row[0] for row in fact.missing] == [poison] and not fact.unexpected and not fact.different, \
-            report.render()
-        assert dead_letters(pipeline) - dead == 1
+        refusable = too_large()
+        wrong = ({row[0] for row in fact.missing} | {row[0] for row in fact.unexpected}
+                 | {expected[0] for expected, _ in fact.different})
+        assert wrong <= refusable, (sorted(wrong - refusable), report.render())
+        assert poison in wrong or poison not in refusable, report.render()
+        assert dead_letters(pipeline) - dead >= 1
 
-        # Repair: the column widened back, the poisoned item's next change flows.
+        # Repair: the column widened back, the refused items' next change flows.
         client.execute(f"ALTER TABLE {database}.fact_order MODIFY COLUMN quantity Int32")
         workload = BackgroundWorkload(lambda: connect("postgres", pipeline.settings), "postgres", rate=RATE, seed=3)
         workload.start()
         with conn.cursor() as cur:
-            cur.execute("UPDATE order_items SET quantity = 301 WHERE id = %s", (poison,))
+            cur.execute("UPDATE order_items SET quantity = quantity + 1 WHERE quantity > 255")
         conn.commit()
     finally:
         conn.close()
