@@ -94,13 +94,20 @@ def process_alive(pid: int, started: str | None = None) -> bool:
     return started is None or stat[1] == started
 
 
-def tail(path: Path, lines: int = 20) -> str:
+def read_end(path: Path, max_bytes: int) -> str | None:
+    """The last ``max_bytes`` of a log, decoded; None when there is no log yet."""
     try:
         with path.open("rb") as f:
             f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 64 * 1024))
-            text = f.read().decode("utf-8", "replace")
+            f.seek(max(0, f.tell() - max_bytes))
+            return f.read().decode("utf-8", "replace")
     except FileNotFoundError:
+        return None
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    text = read_end(path, 64 * 1024)
+    if text is None:
         return "(no log yet)"
     return "\n".join(text.splitlines()[-lines:])
 

@@ -8,13 +8,12 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from cdcapp.config import Settings
-from cdcapp.stack.base import DEBEZIUM_DIR, HOST, Echo, ProbeFailed, Service, StackError, render
+from cdcapp.stack.base import DEBEZIUM_DIR, HOST, Echo, ProbeFailed, Service, StackError, read_end, render
 from cdcapp.stack.connect import rest
 
 log = logging.getLogger(__name__)
@@ -53,15 +52,6 @@ def slot_refusals(log_text: str, slot: str, since: datetime) -> list[int]:
             pids.append(int(refused.group(1)))
     return pids
 
-
-def _log_tail(path: Path) -> str:
-    try:
-        with path.open("rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - LOG_TAIL_BYTES))
-            return f.read().decode("utf-8", "replace")
-    except FileNotFoundError:
-        return ""
 
 
 @dataclass(frozen=True)
@@ -188,7 +178,7 @@ class Connector(Service):
         that it still holds the slot.
         """
         slot = self.spec["config"]["slot.name"]
-        refusals = slot_refusals(_log_tail(self.log_path), slot, datetime.now() - STALL_WINDOW)
+        refusals = slot_refusals(read_end(self.log_path, LOG_TAIL_BYTES) or "", slot, datetime.now() - STALL_WINDOW)
         if not refusals:
             return
         try:
