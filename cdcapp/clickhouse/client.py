@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlparse
 import orjson
 
 from cdcapp.clickhouse import readonly
-from cdcapp.clickhouse.ddl import TableShape, ddl
+from cdcapp.clickhouse.ddl import TableShape, ddl, quote
 from cdcapp.model.spec import Spec
 from cdcapp.threads import DedicatedThread
 
@@ -95,8 +95,9 @@ class DriverTarget:
             values = [row[name] for row in rows]
             convert = _DRIVER_VALUE.get(column_type.kind)
             columns.append(values if convert is None else [convert(v) for v in values])
-        quoted = ", ".join(f"`{n}`" for n in names)
-        self._client.execute(f"INSERT INTO {self.database}.{shape.name} ({quoted}) VALUES", columns, columnar=True)
+        quoted = ", ".join(quote(n) for n in names)
+        self._client.execute(f"INSERT INTO {quote(self.database)}.{quote(shape.name)} ({quoted}) VALUES", columns,
+                             columnar=True)
 
     def insert_columns(self, table: str, names: list[str], columns: list[list[Any]]) -> None:
         """Values already in the driver's types, column by column (the benchmark's raw copy)."""
@@ -160,7 +161,7 @@ class ChdbTarget:
     def insert(self, shape: TableShape, rows: list[dict[str, Any]]) -> None:
         # Canonical rows are already what JSONEachRow parses, so they go in without conversion.
         body = b"\n".join(orjson.dumps({name: row[name] for name in shape.columns}) for row in rows)
-        self._session.query(f"INSERT INTO {self.database}.{shape.name} FORMAT JSONEachRow\n{body.decode()}")
+        self._session.query(f"INSERT INTO {quote(self.database)}.{quote(shape.name)} FORMAT JSONEachRow\n{body.decode()}")
 
     def query(self, sql: str) -> list[list[Any]]:
         result = self._session.query(sql, "JSONCompact")
@@ -182,6 +183,30 @@ def open_target(url: str, database: str) -> Target:
     if parsed.scheme == "chdb":
         return ChdbTarget(parsed, database)
     return DriverTarget(parsed, database)
+
+
+def table_columns(target: Target, table: str) -> dict[str, str]:
+    """Column -> ClickHouse type name of a table of the pipeline's database, in table order."""
+    rows = target.query(
+        f"SELECT name, type FROM system.columns WHERE database = {_string(target.database)} "
+        f"AND table = {_string(table)}")
+    return {str(name): str(type_name) for name, type_name in rows}
+
+
+def _string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+#: "this column exists already": another worker added it first (18.16 says 44, newer servers 15)
+DUPLICATE_COLUMN_CODES = frozenset({15, 44})
+
+
+def error_code(exc: BaseException) -> int | None:
+    code = getattr(exc, "code", None)
+    if code is None and isinstance(exc, RuntimeError):
+        match = _CODE.search(str(exc))
+        code = int(match.group(1)) if match else None
+    return code if isinstance(code, int) else None
 
 
 def create_tables(target: Target, spec: Spec) -> None:
@@ -206,11 +231,8 @@ def is_data_error(exc: BaseException) -> bool:
     ``TypeError``, ``ValueError``, its ``TypeMismatchError``); its network errors are ``OSError``,
     ``EOFError`` or its ``NetworkError``, none of which is a data error.
     """
-    code = getattr(exc, "code", None)
-    if code is None and isinstance(exc, RuntimeError):
-        match = _CODE.match(str(exc))
-        code = int(match.group(1)) if match else None
-    if isinstance(code, int):
+    code = error_code(exc)
+    if code is not None:
         return code in DATA_ERROR_CODES
     return isinstance(exc, (struct.error, OverflowError, TypeError, ValueError))
 
@@ -223,6 +245,9 @@ class ClickHouse:
     def __init__(self, url: str, spec: Spec) -> None:
         self.url = url
         self.spec = spec
+        parsed = ClickHouseUrl.parse(url)
+        #: the database the tables are in: the URL's, else the spec's (as the targets choose it)
+        self.database = (parsed.database if parsed.scheme == "clickhouse" else "") or spec.database
         self._thread = DedicatedThread("clickhouse")
         self._target: Target | None = None
 
@@ -263,6 +288,12 @@ class ClickHouse:
 
     async def query(self, sql: str) -> list[list[Any]]:
         return await self._thread.call(lambda: self._connected().query(sql))
+
+    async def columns(self, table: str) -> dict[str, str]:
+        return await self._thread.call(lambda: table_columns(self._connected(), table))
+
+    async def execute(self, sql: str) -> None:
+        await self._thread.call(lambda: self._connected().execute(sql))
 
     async def read(self, sql: str) -> list[list[Any]]:
         """A statement of the web's SQL endpoint: refused (``readonly.Refused``) unless it is one

@@ -142,3 +142,42 @@ def test_a_row_the_server_refuses_is_dead_lettered_and_the_rest_stored(stack: Se
     finally:
         client.execute(f"DROP DATABASE IF EXISTS {db}")
         client.disconnect()
+
+
+@pytest.mark.parametrize("engine", ["server", "chdb"])
+def test_schema_sync_ddl_on_both_engines(engine: str, stack: Settings, tmp_path: Path) -> None:
+    """What schema sync runs: ADD COLUMN with a hostile name, MODIFY COLUMN to a wider type, and
+    the ``*_current`` view rebuilt and swapped in; rows from before hold the default."""
+    from cdcapp.clickhouse.client import open_target, table_columns
+    from cdcapp.clickhouse.ddl import TableShape, add_column, modify_column, replace_current_view, table_ddl
+    from cdcapp.model.types import parse_type
+
+    db = f"cdcapp_sync_{uuid.uuid4().hex[:10]}"
+    url = (f"clickhouse://default@127.0.0.1:{stack.clickhouse_port}/{db}" if engine == "server"
+           else f"chdb://{tmp_path / 'chdb'}")
+    target = open_target(url, db)
+    hostile = "x`; DROP TABLE d; --"
+    base = TableShape("d", {"id": parse_type("Int64"), "points": parse_type("Int32"), "_source": parse_type("String"),
+                            "_version": parse_type("UInt64"), "_is_deleted": parse_type("UInt8")}, ["_source", "id"],
+                      True)
+    try:
+        for statement in [f"CREATE DATABASE IF NOT EXISTS {db}", *table_ddl(db, base)]:
+            target.execute(statement)
+        target.insert(base, [{"id": 1, "points": 5, "_source": "s", "_version": 1, "_is_deleted": 0}])
+        target.execute(add_column(db, "d", hostile, parse_type("String")))
+        target.execute(modify_column(db, "d", "points", parse_type("Int64")))
+        wide = TableShape("d", {**base.columns, "points": parse_type("Int64"), hostile: parse_type("String")},
+                          base.key, True, frozenset({hostile}))
+        for statement in replace_current_view(db, wide, "t1"):
+            target.execute(statement)
+        target.insert(wide, [{"id": 2, "points": 5_000_000_000, hostile: "harmless", "_source": "s", "_version": 1,
+                              "_is_deleted": 0}])
+        assert table_columns(target, "d")[hostile] == "String"
+        assert list(table_columns(target, "d_current")) == list(wide.columns)
+        rows = target.query(f"SELECT id, points, `x\\`; DROP TABLE d; --` FROM {db}.d_current ORDER BY id")
+        assert [list(map(str, r)) for r in rows] == [["1", "5", ""], ["2", "5000000000", "harmless"]]
+        assert sorted(r[0] for r in target.query(f"SELECT name FROM system.tables WHERE database = '{db}'")) == [
+            "d", "d_current"]
+    finally:
+        target.execute(f"DROP DATABASE IF EXISTS {db}")
+        target.close()

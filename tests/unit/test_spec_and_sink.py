@@ -76,11 +76,11 @@ def test_bad_values_and_types_are_reported() -> None:
 
 def test_ddl_uses_replacing_merge_tree_keyed_by_source_and_key_and_current_views() -> None:
     statements = ddl(SPEC, "olap_db")
-    fact = next(s for s in statements if "TABLE IF NOT EXISTS olap_db.fact_order " in s)
-    assert "ReplacingMergeTree(_version) ORDER BY (_source, id)" in fact
+    fact = next(s for s in statements if "TABLE IF NOT EXISTS `olap_db`.`fact_order` " in s)
+    assert "ReplacingMergeTree(_version) ORDER BY (`_source`, `id`)" in fact
     assert "`revenue` Decimal(18, 2)" in fact and "`customer_country` String" in fact
-    assert ("CREATE VIEW IF NOT EXISTS olap_db.fact_order_current AS SELECT * FROM olap_db.fact_order FINAL "
-            "WHERE _is_deleted = 0") in statements
+    assert ("CREATE VIEW IF NOT EXISTS `olap_db`.`fact_order_current` AS SELECT * FROM `olap_db`.`fact_order` "
+            "FINAL WHERE _is_deleted = 0") in statements
     assert all("LowCardinality" not in s and "DateTime64" not in s for s in statements)
 
 
