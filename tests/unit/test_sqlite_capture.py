@@ -195,6 +195,7 @@ class FakeProducer:
 
     def __init__(self, fail=lambda n: False) -> None:
         self.sent: list[tuple[str, bytes, dict | None]] = []
+        self.schemas: dict[str, dict] = {}
         self.fail = fail
         self.calls = 0
 
@@ -206,7 +207,12 @@ class FakeProducer:
         if self.fail(self.calls):
             fut.set_exception(KafkaTimeoutError())
         else:
-            self.sent.append((topic, key, orjson.loads(value) if value is not None else None))
+            document = orjson.loads(value) if value is not None else None
+            if document is not None:
+                # The relay writes JSONConverter's schema envelope: the tests read the payload.
+                self.schemas[topic] = document["schema"]
+                document = document["payload"]
+            self.sent.append((topic, key, document))
             fut.set_result(None)
         return fut
 
@@ -383,3 +389,44 @@ async def test_blobs_are_captured_as_hex_and_the_application_write_succeeds(db):
     rows = [(k["id"], v["op"], v["after"]) for _, k, v in producer.events()]
     assert rows == [(1, "r", {"id": 1, "body": "00FF10", "note": "before install"}),
                     (2, "r", {"id": 2, "body": "CAFE", "note": "80206E6F74207574662D38"})]
+
+
+async def test_an_added_column_is_followed_and_no_change_written_before_the_trigger_swap_lacks_it(conn, db):
+    first = add_customer(conn)
+    producer = FakeProducer()
+    stop, task = await start(db, producer)
+    await until(lambda: len(producer.sent) == 1)
+    # Hold the write lock, so that the relay cannot swap the triggers between these statements:
+    # the insert is logged by the old triggers, without the new column.
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("ALTER TABLE customers ADD COLUMN weight_kg DECIMAL(8, 3)")
+    second = add_customer(conn, "b@example.com")
+    conn.execute("UPDATE customers SET weight_kg = 1.25 WHERE id = ?", (second,))
+    conn.execute("COMMIT")
+    await until(lambda: len(producer.sent) >= 5)
+    third = add_customer(conn, "c@example.com")
+    await until(lambda: any(k["id"] == third for _, k, _ in producer.events()))
+    stop.set()
+    await task
+
+    latest = {k["id"]: v["after"] for _, k, v in producer.events()}
+    assert latest[first]["weight_kg"] is None and latest[second]["weight_kg"] == 1.25
+    assert "weight_kg" in latest[third]
+    field = next(f for f in producer.schemas["oltp.customers"]["fields"][1]["fields"] if f["field"] == "weight_kg")
+    assert field["parameters"] == {"__debezium.source.column.type": "DECIMAL", "__debezium.source.column.length": "8",
+                                   "__debezium.source.column.scale": "3"}
+    # Once followed, the triggers capture the column themselves: no second re-log.
+    assert cap.follow_alters(conn) == []
+
+
+def test_install_after_an_alter_nothing_followed_logs_the_rows_again(conn, db):
+    cid = add_customer(conn)
+    conn.execute("DELETE FROM _cdc_log")
+    conn.execute("ALTER TABLE customers ADD COLUMN tier TEXT")  # the relay is down: nothing follows
+    conn.execute("UPDATE customers SET tier = 'gold' WHERE id = ?", (cid,))  # logged without tier
+    cap.install(db)
+    rows = log_rows(conn)
+    assert "tier" not in orjson.loads(rows[0].after)
+    assert (rows[-1].op, orjson.loads(rows[-1].after)["tier"]) == ("u", "gold")
+    cap.install(db)
+    assert len(log_rows(conn)) == len(rows)  # unchanged columns: nothing logged again

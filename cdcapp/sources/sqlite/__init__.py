@@ -6,13 +6,15 @@
 """
 
 from cdcapp.sources.sqlite.relay import LogRow, change_records, run_relay
-from cdcapp.sources.sqlite.triggers import DEFAULT_TABLES, CaptureError, install, read_table_info, uninstall
+from cdcapp.sources.sqlite.triggers import (DEFAULT_TABLES, CaptureError, follow_alters, install, read_table_info,
+                                            uninstall)
 
 __all__ = [
     "DEFAULT_TABLES",
     "CaptureError",
     "LogRow",
     "change_records",
+    "follow_alters",
     "install",
     "read_table_info",
     "run_relay",

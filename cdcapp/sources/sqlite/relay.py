@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import orjson
 
 from cdcapp.config import Settings
-from cdcapp.debezium.encode import build_envelope
+from cdcapp.debezium.encode import build_envelope, connect_schema
 from cdcapp.kafka_admin import TopicSpec, create_missing_topics, source_topic
 from cdcapp.retry import Backoff
 from cdcapp.sources.connections import immediate_transaction
@@ -40,6 +40,7 @@ from cdcapp.sources.sqlite.triggers import (
     CaptureError,
     TableInfo,
     captured_tables,
+    follow_alters,
     open_existing,
     quote_ident,
 )
@@ -70,7 +71,8 @@ class LogRow:
     ts_ms: int
 
 
-def change_records(row: LogRow, *, topic_prefix: str, source_id: str, db_name: str) -> list[Record]:
+def change_records(row: LogRow, *, topic_prefix: str, source_id: str, db_name: str,
+                   schema: dict[str, Any] | None = None) -> list[Record]:
     """The Kafka records for one change: its event, plus a tombstone after a delete."""
     value = build_envelope(
         table=row.tbl,
@@ -83,6 +85,7 @@ def change_records(row: LogRow, *, topic_prefix: str, source_id: str, db_name: s
         change_ts_ms=row.ts_ms,
         snapshot=False,
         publish_ts_ms=_now_ms(),
+        schema=schema,
     )
     topic = source_topic(topic_prefix, row.tbl)
     key = row.pk.encode()
@@ -160,6 +163,15 @@ class _Store:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def schema_version(self) -> int:
+        """SQLite's counter of schema changes: one read tells whether any table was altered."""
+        return self.conn.execute("PRAGMA schema_version").fetchone()[0]
+
+    def follow_alters(self) -> tuple[int, list[TableInfo]]:
+        version = self.schema_version()
+        follow_alters(self.conn)
+        return version, captured_tables(self.conn)
 
     def load(self) -> tuple[RelayState | None, list[TableInfo]]:
         tables = captured_tables(self.conn)
@@ -274,6 +286,8 @@ class Relay:
         self.stats = RelayStats()
         self._last_progress = time.monotonic()
         self._backoff = Backoff(0.1, 10.0)
+        #: table -> the Connect schema of its events (columns and their declared types)
+        self.schemas: dict[str, dict[str, Any]] = {}
 
     async def run(self, stop: asyncio.Event) -> RelayStats:
         from aiokafka.errors import KafkaError
@@ -295,14 +309,23 @@ class Relay:
             await self.store.close()
         return self.stats
 
+    def _use(self, tables: list[TableInfo]) -> None:
+        self.schemas = {t.name: connect_schema(self.source_id, t.name, t.columns, t.types, t.key) for t in tables}
+
     async def _stream(self, stop: asyncio.Event) -> None:
         state, tables = await self.store.call(self.store.load)
         names = ",".join(t.name for t in tables)
+        self._use(tables)
         if state is None or not state.snapshot_done or not state.same_stream(self.source_id, names):
             state = await self._snapshot(tables, names)
         self.stats.published_seq = state.published_seq
         log.info("relay %s: streaming changes after position %d", self.db.name, state.published_seq)
+        schema_version = None
         while not stop.is_set():
+            if schema_version != await self.store.call(self.store.schema_version):
+                # A table was altered (or the relay just started): capture follows its columns.
+                schema_version, tables = await self.store.call(self.store.follow_alters)
+                self._use(tables)
             rows = await self.store.call(self.store.read_changes, state.published_seq, self.batch_size)
             if rows:
                 await self._send(self._change_records(rows))
@@ -347,7 +370,8 @@ class Relay:
         return [
             rec
             for row in rows
-            for rec in change_records(row, topic_prefix=prefix, source_id=self.source_id, db_name=self.db.name)
+            for rec in change_records(row, topic_prefix=prefix, source_id=self.source_id, db_name=self.db.name,
+                                      schema=self.schemas.get(row.tbl))
         ]
 
     def _snapshot_record(self, info: TableInfo, key: str, image: str, position: int, started_ms: int) -> Record:
@@ -362,6 +386,7 @@ class Relay:
             change_ts_ms=started_ms,
             snapshot=True,
             publish_ts_ms=_now_ms(),
+            schema=self.schemas.get(info.name),
         )
         return Record(source_topic(self.settings.source_topic_prefix, info.name), key.encode(), orjson.dumps(value))
 

@@ -78,6 +78,8 @@ class TableInfo:
     name: str
     columns: tuple[str, ...]
     key: tuple[str, ...]
+    #: each column's declared type, as ``PRAGMA table_info`` gives it
+    types: tuple[str, ...] = ()
 
     def image_sql(self, alias: str = "") -> str:
         """``json_object(...)`` of the whole row, as stored in the log and sent as before/after."""
@@ -105,7 +107,7 @@ def read_table_info(conn: sqlite3.Connection, table: str) -> TableInfo:
     key = tuple(name for *_, name in sorted((pk, name) for _, name, _, _, _, pk in rows if pk))
     if not key:
         raise CaptureError(f"table {table!r} has no primary key; capture needs one to key its events")
-    return TableInfo(table, tuple(r[1] for r in rows), key)
+    return TableInfo(table, tuple(r[1] for r in rows), key, tuple(r[2] for r in rows))
 
 
 def _log_insert(info: TableInfo, op: str, key_alias: str, before: str | None, after: str | None) -> str:
@@ -117,12 +119,20 @@ def _log_insert(info: TableInfo, op: str, key_alias: str, before: str | None, af
     )
 
 
+_TRIGGER_SUFFIXES = ("insert", "update", "rekey", "delete")
+
+
+def _trigger_name(table: str, suffix: str) -> str:
+    return f"{TRIGGER_PREFIX}{table}_{suffix}"
+
+
 def trigger_sql(info: TableInfo) -> list[str]:
+    """The four capture triggers, in ``_TRIGGER_SUFFIXES`` order."""
     t = quote_ident(info.name)
     same_key = " AND ".join(f"OLD.{quote_ident(c)} IS NEW.{quote_ident(c)}" for c in info.key)
 
     def name(suffix: str) -> str:
-        return quote_ident(f"{TRIGGER_PREFIX}{info.name}_{suffix}")
+        return quote_ident(_trigger_name(info.name, suffix))
 
     return [
         f"CREATE TRIGGER {name('insert')} AFTER INSERT ON {t} BEGIN "
@@ -168,11 +178,14 @@ def install(db: Path, tables: Sequence[str] = DEFAULT_TABLES) -> list[TableInfo]
                 f"INSERT INTO sqlite_sequence (name, seq) SELECT ?, seq FROM {SEQ_TABLE} WHERE id = 1 "
                 "AND NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = ?)", (LOG_TABLE, LOG_TABLE),
             )
+            stored = _stored_triggers(conn)
             for trigger, _ in _capture_triggers(conn):
                 conn.execute(f"DROP TRIGGER {quote_ident(trigger)}")
             for info in infos:
                 for statement in trigger_sql(info):
                     conn.execute(statement)
+                if _altered(info, stored):
+                    _log_all_rows(conn, info)  # altered while nothing followed it (follow_alters)
     finally:
         conn.close()
     log.info("capture installed on %s for %s", db, ", ".join(tables))
@@ -201,6 +214,52 @@ def uninstall(db: Path) -> None:
     finally:
         conn.close()
     log.info("capture removed from %s", db)
+
+
+def _stored_triggers(conn: sqlite3.Connection) -> dict[str, str]:
+    return dict(conn.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name GLOB ?", (f"{TRIGGER_PREFIX}*",)
+    ).fetchall())
+
+
+def _altered(info: TableInfo, stored: dict[str, str]) -> bool:
+    """The table has capture triggers made for other columns than it has now."""
+    current = [stored.get(_trigger_name(info.name, suffix)) for suffix in _TRIGGER_SUFFIXES]
+    return any(current) and current != trigger_sql(info)
+
+
+def _log_all_rows(conn: sqlite3.Connection, info: TableInfo) -> None:
+    conn.execute(
+        f"INSERT INTO {LOG_TABLE} (tbl, op, pk, before, after, ts_ms) SELECT {_literal(info.name)}, 'u', "
+        f"{info.key_sql()}, NULL, {info.image_sql()}, {_NOW_MS_SQL} FROM {quote_ident(info.name)}"
+    )
+
+
+def follow_alters(conn: sqlite3.Connection) -> list[str]:
+    """Re-create the triggers of every captured table whose columns changed (ALTER TABLE ... ADD,
+    RENAME or DROP COLUMN), and log each of its rows again as an update: the names of those tables.
+
+    A trigger keeps the column list it was created with, so a change written after the ALTER and
+    before this ran was logged without the new column. Logging every row of the table again, in
+    the same write transaction as the new triggers, gives each row a later change that has all
+    its columns: nothing written in between is lost, at the price of one log row per table row.
+    """
+    changed = []
+    with immediate_transaction(conn):
+        stored = _stored_triggers(conn)
+        for table in sorted({table for _, table in _capture_triggers(conn)}):
+            info = read_table_info(conn, table)
+            if not _altered(info, stored):
+                continue
+            for suffix in _TRIGGER_SUFFIXES:
+                conn.execute(f"DROP TRIGGER IF EXISTS {quote_ident(_trigger_name(table, suffix))}")
+            for statement in trigger_sql(info):
+                conn.execute(statement)
+            _log_all_rows(conn, info)
+            changed.append(table)
+    for table in changed:
+        log.info("capture follows the new columns of %s: triggers re-created, its rows logged again", table)
+    return changed
 
 
 def captured_tables(conn: sqlite3.Connection) -> list[TableInfo]:
