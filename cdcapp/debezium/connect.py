@@ -46,6 +46,9 @@ from cdcapp.model.types import ColumnType
 class DecodeError(ValueError):
     """A record that is not a well-formed Debezium change event; the message names the field."""
 
+    #: the row column whose value could not be read, when that is what failed
+    column: str | None = None
+
 
 Converter = Callable[[Any], Any]
 #: (column, converter, label for error messages) for each column that needs converting.

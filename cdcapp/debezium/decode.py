@@ -155,7 +155,9 @@ def _convert_row(row: dict[str, Any], converters: Converters, where: str, toast:
             if value is not None and value is not UNAVAILABLE:
                 row[column] = convert(value)
     except Exception as exc:
-        raise DecodeError(f"{where}.{column}: cannot read {show(value)} as {label}: {exc}") from exc
+        error = DecodeError(f"{where}.{column}: cannot read {show(value)} as {label}: {exc}")
+        error.column = column
+        raise error from exc
     return row
 
 

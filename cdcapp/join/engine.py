@@ -303,8 +303,13 @@ class EntityStage:
         image = state["row"] or {}
         row = {c: _or_default(image.get(c), t) for c, t in self.column_types.items()}
         row.update(_source=source, _version=state["pos"], _is_deleted=0 if state["live"] else 1)
+        mirrored = None
+        if self.plan.mirrored:
+            # The columns the spec does not declare travel as they are; the sink gives a column the
+            # table has and the row lacks (dropped at the source, or NULL) its type's default.
+            mirrored = {**{c: v for c, v in image.items() if c not in row}, **row}
         for table in self.plan.dimensions:
-            rows.append(SinkRow(table, key, row, ts))
+            rows.append(SinkRow(table, key, mirrored if table in self.plan.mirrored else row, ts))
 
 
 class _Tracked:

@@ -67,6 +67,8 @@ class EntityPlan:
     exported_refs: list[str] = field(default_factory=list)
     children: list[tuple[str, str]] = field(default_factory=list)
     dimensions: list[str] = field(default_factory=list)
+    #: dimension tables that mirror the source table: every column of the row image, not only the spec's
+    mirrored: set[str] = field(default_factory=set)
     facts: list[FactShape] = field(default_factory=list)
     #: own columns its facts read (what, with its parents' views, a fact row is made of)
     fact_columns: list[str] = field(default_factory=list)
@@ -81,6 +83,8 @@ def plan(spec: Spec) -> dict[str, EntityPlan]:
     plans = {name: EntityPlan(name, list(e.key), spec.column_types(name)) for name, e in spec.entities.items()}
     for dim in spec.dimensions:
         plans[dim.entity].dimensions.append(dim.table)
+        if dim.columns == "all":
+            plans[dim.entity].mirrored.add(dim.table)
     for fact in spec.facts:
         paths = []
         for name, path in fact.columns.items():

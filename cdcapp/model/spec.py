@@ -13,7 +13,7 @@ import ast
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -42,6 +42,9 @@ class Entity(_Frozen):
 class Dimension(_Frozen):
     table: str
     entity: str
+    columns: Literal["spec", "all"] = Field(
+        default="spec", description="'all': mirror the source table, columns it gains later included (schema "
+        "sync); 'spec': exactly the entity's declared columns.")
 
 
 class Measure(_Frozen):

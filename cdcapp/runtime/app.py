@@ -22,6 +22,7 @@ from cdcapp.model.spec import Spec, load_spec
 from cdcapp.runtime import ingest, sink, stage, web
 from cdcapp.runtime.faust import pinned
 from cdcapp.runtime.faust.transport import Transport
+from cdcapp.runtime.schema import SchemaSync
 from cdcapp.runtime.tables import StageTables
 from cdcapp.runtime.topics import Topics, create_declared_topics
 
@@ -107,11 +108,12 @@ def create_app(settings: Settings, spec: Spec | None = None) -> CdcApp:
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     linger_s = settings.batch_linger_ms / 1000
     epochs = Epochs()
-    ingest.register(app, spec, topics, settings.partitions, linger_s, epochs)
-    stage_tables = stage.register(app, spec, topics, settings.partitions, linger_s)
     acks = sink.StreamAcks()
     event_sink, clickhouse = sink.build_sink(settings, spec, acks, topics)
-    sink.register(app, topics, event_sink, acks, clickhouse,
+    schema = SchemaSync(spec, settings, clickhouse, event_sink.buffer.shapes)
+    ingest.register(app, spec, topics, settings.partitions, linger_s, epochs, schema)
+    stage_tables = stage.register(app, spec, topics, settings.partitions, linger_s)
+    sink.register(app, topics, event_sink, acks, clickhouse, schema,
                   check_interval_s=min(0.1, settings.flush_interval_ms / 4000))
     app.pipeline = Pipeline(settings, spec, topics, stage_tables, event_sink, clickhouse, epochs)
     web.register(app, spec, stage_tables, event_sink, clickhouse, settings.partitions, settings.web_token)

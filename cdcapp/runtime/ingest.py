@@ -13,15 +13,16 @@ from dataclasses import replace
 
 import faust
 
-from cdcapp.debezium.decode import DecodeError
+from cdcapp.debezium.decode import Change, DecodeError
 from cdcapp.debezium.epochs import Epochs
 from cdcapp.debezium.shape import ChangeShaper
 from cdcapp.model.messages import partition_of
 from cdcapp.model.spec import Spec
 from cdcapp.runtime.batching import each_batch
 from cdcapp.runtime.dlq import send_dead_letter
-from cdcapp.runtime.metrics import BATCH_EVENTS, SOURCE_EVENTS
+from cdcapp.runtime.metrics import BATCH_EVENTS, SCHEMA_MISSING, SOURCE_EVENTS
 from cdcapp.runtime.outbox import Outbox
+from cdcapp.runtime.schema import SchemaSync
 from cdcapp.runtime.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -30,13 +31,42 @@ log = logging.getLogger(__name__)
 MAX_EVENTS = 8
 
 
-def register(app: faust.App, spec: Spec, topics: Topics, partitions: int, linger_s: float, epochs: Epochs) -> None:
+def register(app: faust.App, spec: Spec, topics: Topics, partitions: int, linger_s: float, epochs: Epochs,
+             schema: SchemaSync) -> None:
     for entity in spec.entities:
-        _register_source(app, topics, ChangeShaper(spec, entity), partitions, linger_s, epochs)
+        shaper = ChangeShaper(spec, entity)
+        shaper.on_missing = SCHEMA_MISSING.labels
+        _register_source(app, topics, shaper, partitions, linger_s, epochs, schema)
+
+
+async def decode_synced(shaper: ChangeShaper, schema: SchemaSync, key: bytes | None,
+                        value: bytes | None) -> Change | None:
+    """The change, with the columns its entity's mirrored tables lacked added to them first, and a
+    column schema sync added widened when the source's type grew (``cdcapp.runtime.schema``)."""
+    try:
+        change = shaper.decode(key, value)
+    except DecodeError as exc:
+        column = exc.column
+        if column is None or value is None:
+            raise
+        if column in shaper.spec_types:
+            raise DecodeError(f"{exc} (the spec declares {shaper.spec_types[column].name} for {shaper.entity}."
+                              f"{column}; if the source column's type changed, change the spec to match, restart "
+                              "the workers and replay this dead letter: cdcapp dlq replay --stage ingest)") from exc
+        why = await schema.widen(shaper, value, column)
+        if why is not None:
+            raise DecodeError(f"{exc}: {why}") from exc
+        change = shaper.decode(key, value)
+    if change is not None and value is not None:
+        unknown = shaper.unknown_columns(change)
+        if unknown:
+            await schema.learn(shaper, value, unknown)
+            change = shaper.decode(key, value)
+    return change
 
 
 def _register_source(app: faust.App, topics: Topics, shaper: ChangeShaper, partitions: int,
-                     linger_s: float, epochs: Epochs) -> None:
+                     linger_s: float, epochs: Epochs, schema: SchemaSync) -> None:
     source_topic, stage_topic = topics.sources[shaper.entity], topics.stage_names[shaper.entity]
     ops = {op: SOURCE_EVENTS.labels(shaper.entity, op) for op in ("c", "u", "d", "r", "tombstone")}
 
@@ -49,7 +79,7 @@ def _register_source(app: faust.App, topics: Topics, shaper: ChangeShaper, parti
             # The fetch loop delivers a run of source records as one message (runtime/faust/bulk.py).
             for record in getattr(event.message, "records", None) or (event.message,):
                 try:
-                    change = shaper.decode(record.key, record.value)
+                    change = await decode_synced(shaper, schema, record.key, record.value)
                     if change is None:
                         ops["tombstone"].inc()
                         continue

@@ -47,3 +47,16 @@ BATCH_EVENTS = Histogram(
     "cdcapp_batch_events", "Events per batch an agent handles (records of its topic), by agent.", ["agent"],
     registry=REGISTRY, buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000),
 )
+SCHEMA_CHANGES = Counter(
+    "cdcapp_schema_changes_total",
+    "Schema sync's changes to ClickHouse tables, by table and change: 'added' (a column the source gained), "
+    "'widened' (MODIFY COLUMN to a type that holds every old value), 'refused' (a source column name no ClickHouse "
+    "column can have: left out, logged as an error).",
+    ["table", "change"], registry=REGISTRY,
+)
+SCHEMA_MISSING = Counter(
+    "cdcapp_schema_missing_column_rows_total",
+    "Created or updated rows without a column the spec declares (dropped or renamed at the source), by entity and "
+    "column: the column gets its type's default.",
+    ["entity", "column"], registry=REGISTRY,
+)

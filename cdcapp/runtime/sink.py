@@ -21,8 +21,9 @@ from cdcapp.retry import Backoff
 from cdcapp.runtime.dlq import send_dead_letter, send_refused_row
 from cdcapp.runtime.metrics import (END_TO_END_LAG, SINK_BUFFERED, SINK_ERRORS, SINK_FLUSH_SECONDS, SINK_ROWS,
                                     SINK_ROWS_COALESCED)
+from cdcapp.runtime.schema import SchemaSync
 from cdcapp.runtime.topics import Topics
-from cdcapp.sink.buffer import BadSinkRow, SinkBuffer
+from cdcapp.sink.buffer import BadSinkRow, SinkBuffer, UnknownColumns
 from cdcapp.sink.flush import Flushed, Sink
 from cdcapp.sink.policy import FlushPolicy
 
@@ -75,15 +76,25 @@ def _observe(sink: EventSink, flushed: Flushed[faust.EventT] | None) -> None:
     SINK_ROWS_COALESCED.inc(flushed.batch.received - flushed.batch.rows)
 
 
+async def _add(sink: EventSink, schema: SchemaSync, event: faust.EventT) -> None:
+    rows = decode_sink_batch(event.value)
+    try:
+        sink.add(rows, event)
+    except UnknownColumns as exc:
+        # Schema sync added columns since this worker read the table (maybe on another worker).
+        await schema.reread(exc.table)
+        sink.add(rows, event)
+
+
 def register(app: faust.App, topics: Topics, sink: EventSink, acks: StreamAcks, clickhouse: ClickHouse,
-             check_interval_s: float) -> None:
+             schema: SchemaSync, check_interval_s: float) -> None:
     @app.agent(topics.sink, name="cdcapp.sink")
     async def store(stream: faust.StreamT) -> None:
         manual = stream.noack()
         acks.stream = manual
         async for event in manual.events():
             try:
-                sink.add(decode_sink_batch(event.value), event)
+                await _add(sink, schema, event)
             except (BadMessage, BadSinkRow) as exc:
                 await send_dead_letter(topics.dlq, event.message, "sink", exc)
                 await manual.ack(event)

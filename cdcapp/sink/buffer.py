@@ -14,13 +14,23 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from cdcapp.clickhouse.ddl import TableShape
-from cdcapp.model.messages import SinkRow
+from cdcapp.model.messages import UNAVAILABLE_MARK, SinkRow
 
 Token = TypeVar("Token")
 
 
 class BadSinkRow(ValueError):
     """A sink row that no ClickHouse table of the spec can take; the text says why."""
+
+
+class UnknownColumns(BadSinkRow):
+    """A row of a mirrored table with columns its shape lacks: schema sync has added them since
+    the shape was read (``SchemaSync.refresh``), or they cannot be stored."""
+
+    def __init__(self, table: str, columns: list[str]) -> None:
+        super().__init__(f"row for {table} has columns {columns} that the table does not have")
+        self.table = table
+        self.columns = columns
 
 
 @dataclass
@@ -51,9 +61,11 @@ class SinkBuffer(Generic[Token]):
         shape = self.shapes.get(row.table)
         if shape is None:
             raise BadSinkRow(f"unknown table {row.table!r}")
-        missing = [c for c in shape.columns if c not in row.row]
+        missing = [c for c in shape.columns if c not in row.row and c not in shape.extra]
         if missing:
             raise BadSinkRow(f"row for {shape.name} lacks columns {missing}")
+        if shape.mirrored and not row.row.keys() <= shape.columns.keys():
+            raise UnknownColumns(shape.name, [c for c in row.row if c not in shape.columns])
         return shape
 
     def add(self, rows: list[SinkRow], token: Token) -> None:
@@ -76,8 +88,23 @@ class SinkBuffer(Generic[Token]):
 
     def take(self) -> Batch[Token]:
         tables = [(self.shapes[name], [row for row, _ in rows.values()]) for name, rows in self.rows.items()]
+        for shape, rows in tables:
+            if shape.extra:
+                _fill_extra(shape, rows)
         keys = [list(rows) for rows in self.rows.values()]
         timestamps = [ts for rows in self.rows.values() for _, ts in rows.values()]
         batch = Batch(tables, keys, timestamps, self.tokens, self.received)
         self.rows, self.tokens, self.received, self.size = {}, [], 0, 0
         return batch
+
+
+def _fill_extra(shape: TableShape, rows: list[dict[str, Any]]) -> None:
+    """Columns schema sync added hold their default in a row without a value for them: rows from
+    before the column existed, rows whose source no longer has it, and NULLs (ClickHouse columns
+    here are not Nullable)."""
+    defaults = {column: shape.columns[column].default for column in shape.extra}
+    for row in rows:
+        for column, default in defaults.items():
+            value = row.get(column)
+            if value is None or value == UNAVAILABLE_MARK:
+                row[column] = default
