@@ -83,6 +83,84 @@ def reset_epoch(
     typer.echo(f"source {new.source!r}: epoch {new.epoch.number} starts at {starts or 'the start of every topic'}")
 
 
+dlq_app = typer.Typer(no_args_is_help=True, help="The dead-letter topic: what failed, and putting it back once fixed.")
+cli.add_typer(dlq_app, name="dlq")
+
+
+def _letters() -> list:
+    from cdcapp.config import get_settings
+    from cdcapp.kafka_admin import dlq_topic
+    from cdcapp.tools.dlq import read_letters
+
+    settings = get_settings()
+    return asyncio.run(read_letters(settings.kafka_bootstrap, dlq_topic(settings.internal_topic_prefix)))
+
+
+@dlq_app.command("list")
+def dlq_list() -> None:
+    """The dead letters grouped by stage and cause, with counts and the oldest and newest of each."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from cdcapp.tools.dlq import group
+
+    letters = _letters()
+    table = Table("stage", "letters", "cause (values left out)", "oldest (id, UTC)", "newest (id, UTC)")
+    for g in group(letters):
+        table.add_row(g.stage, f"{g.count:,}", g.cause, f"{g.oldest.id}  {g.oldest.when}",
+                      f"{g.newest.id}  {g.newest.when}")
+    console = Console()
+    console.print(table)
+    console.print(f"{len(letters):,} dead letters; `cdcapp dlq show ID` shows one")
+
+
+@dlq_app.command("show")
+def dlq_show(letter_id: str = typer.Argument(..., help="The letter's id, <partition>:<offset> (from dlq list).")) -> None:
+    """One dead letter, its original key and value decoded."""
+    import orjson
+
+    found = [letter for letter in _letters() if letter.id == letter_id]
+    if not found:
+        typer.secho(f"no dead letter {letter_id!r}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+    typer.echo(orjson.dumps(found[0].decoded(), option=orjson.OPT_INDENT_2).decode())
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    stage: str | None = typer.Option(None, "--stage", help="Only letters of this stage (ingest, stage, sink, "
+                                     "clickhouse)."),
+    error: str | None = typer.Option(None, "--error", help="Only letters whose error contains this text."),
+    topic: str | None = typer.Option(None, "--topic", help="Only letters read from this topic."),
+    since: str | None = typer.Option(None, "--since", help="Only letters dead-lettered at or after this ISO time "
+                                     "(UTC unless it says otherwise)."),
+    until: str | None = typer.Option(None, "--until", help="...and at or before this one."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be sent, send nothing."),
+) -> None:
+    """Send dead letters' original records back to their topics, to be processed again.
+
+    Fix the cause first (the spec, the ClickHouse table); a letter that fails again is
+    dead-lettered again, and replaying twice only makes duplicates, which the pipeline absorbs.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from cdcapp.config import get_settings
+    from cdcapp.tools.dlq import Filter, group, parse_time, replay
+
+    chosen = [letter for letter in _letters()
+              if Filter(stage, error, topic, parse_time(since), parse_time(until))(letter)]
+    for g in group(chosen):
+        typer.echo(f"{g.count:>8,}  {g.stage:<10} {g.cause}")
+    if dry_run or not chosen:
+        typer.echo(f"{len(chosen):,} letters {'would be' if chosen else 'are'} replayed"
+                   + (" (dry run: nothing sent)" if dry_run else ""))
+        return
+    with Progress(TextColumn("[bold]replay"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
+        task = bar.add_task("replay", total=len(chosen))
+        sent = asyncio.run(replay(get_settings().kafka_bootstrap, chosen, lambda letter: bar.advance(task)))
+    typer.echo(f"{sent:,} letters sent back to their topics")
+
+
 class SourceKind(str, Enum):
     postgres = "postgres"
     mariadb = "mariadb"

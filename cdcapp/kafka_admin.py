@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -20,6 +22,11 @@ def source_topic(prefix: str, table: str) -> str:
 def epochs_topic(internal_prefix: str) -> str:
     """Where the pipeline's source epochs are (``cdcapp.debezium.epochs``): compacted, one partition."""
     return f"{internal_prefix}.epochs"
+
+
+def dlq_topic(internal_prefix: str) -> str:
+    """The pipeline's dead letters (``cdcapp.runtime.dlq``)."""
+    return f"{internal_prefix}.dlq"
 
 
 @dataclass(frozen=True)
@@ -104,17 +111,17 @@ async def delete_topics(bootstrap: str, prefix: str) -> list[str]:
         await admin.close()
 
 
-async def read_latest(bootstrap: str, topic: str) -> dict[bytes, bytes]:
-    """The newest value of every key of a (compacted) ``topic``, read to its end; a key whose
-    newest record is a tombstone is left out. A missing topic reads as empty."""
+async def read_topic(bootstrap: str, topic: str) -> AsyncIterator[Any]:
+    """Every record of ``topic`` up to its end now, partition by partition interleaved as fetched
+    (aiokafka ``ConsumerRecord``s: topic, partition, offset, timestamp, key, value). A missing
+    topic reads as empty."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     ends = await end_offsets(bootstrap, [topic])
     if not any(ends.values()):
-        return {}
+        return
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
-    latest: dict[bytes, bytes | None] = {}
     try:
         partitions = [TopicPartition(t, p) for (t, p), end in ends.items() if end]
         consumer.assign(partitions)
@@ -123,11 +130,20 @@ async def read_latest(bootstrap: str, topic: str) -> dict[bytes, bytes]:
         while remaining:
             for tp, records in (await consumer.getmany(*remaining, timeout_ms=1000)).items():
                 for record in records:
-                    latest[record.key] = record.value
+                    if record.offset < remaining.get(tp, 0):
+                        yield record
                 if records and records[-1].offset + 1 >= remaining[tp]:
                     del remaining[tp]
     finally:
         await consumer.stop()
+
+
+async def read_latest(bootstrap: str, topic: str) -> dict[bytes, bytes]:
+    """The newest value of every key of a (compacted) ``topic``, read to its end; a key whose
+    newest record is a tombstone is left out. A missing topic reads as empty."""
+    latest: dict[bytes, bytes | None] = {}
+    async for record in read_topic(bootstrap, topic):
+        latest[record.key] = record.value
     return {key: value for key, value in latest.items() if value is not None}
 
 

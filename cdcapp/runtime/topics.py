@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import faust
 
 from cdcapp.config import Settings
-from cdcapp.kafka_admin import TopicSpec, create_missing_topics, source_topic
+from cdcapp.kafka_admin import TopicSpec, create_missing_topics, dlq_topic, source_topic
 from cdcapp.model.spec import Spec
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class Topics:
             },
             stages={name: _raw_topic(app, f"{prefix}.stage.{name}", partitions) for name in spec.entities},
             sink=_raw_topic(app, f"{prefix}.sink", partitions),
-            dlq=_raw_topic(app, f"{prefix}.dlq", partitions),
+            dlq=_raw_topic(app, dlq_topic(prefix), partitions),
         )
 
     def all_declared(self) -> list[faust.TopicT]:
