@@ -41,6 +41,7 @@ class ChangeShaper:
         self.mirrored = any(d.entity == entity and d.columns == "all" for d in spec.dimensions)
         #: columns left out of every row: names no ClickHouse column can have
         self.refused: frozenset[str] = frozenset()
+        self._known = self.spec_columns
         #: spec columns found missing from a row, since start (each logged once)
         self.missing: set[str] = set()
         #: column -> a counter of rows that lacked it (the runtime's metric)
@@ -50,13 +51,15 @@ class ChangeShaper:
         # A new mapping, not an update in place: the decoder caches its converters by identity.
         self.types = {**extra, **self.spec_types}
         self.refused = refused
+        self._known = frozenset(self.types) | refused
 
     def unknown_columns(self, change: Change) -> list[str]:
         """Columns of the change's images that a mirrored dimension does not have yet."""
-        if not self.mirrored:
+        known = self._known
+        after, before = change.after, change.before
+        if not self.mirrored or ((after is None or after.keys() <= known) and (before is None or before.keys() <= known)):
             return []
-        seen = [*(change.after or ()), *(change.before or ())]
-        return [c for c in dict.fromkeys(seen) if c not in self.types and c not in self.refused]
+        return [c for c in dict.fromkeys([*(after or ()), *(before or ())]) if c not in known]
 
     def decode(self, key: bytes | None, value: bytes | None) -> Change | None:
         """The change with the entity's columns already canonical for their types."""
