@@ -6,6 +6,9 @@
   and streaming resumes after it.  Known limit: a transaction already running when the snapshot
   is taken and committing after it can have change records *below* the snapshot LSN, so for
   that race the snapshot row looks newer; ``Change.snapshot`` lets the consumer tell them apart.
+  An incremental snapshot row (``cdcapp backfill``) has no LSN: it takes the stream's LSN when
+  its chunk's window closed (``source.sequence``). Debezium drops from a chunk every row that
+  changed inside the window, so changes before it are below that LSN and changes after it above.
 * ``mysql``/``mariadb``: ``file_number << 44 | pos << 12 | row`` from ``source.file`` (numeric
   suffix, < 2**19), ``source.pos`` (the event's offset in that file, < 2**32) and ``source.row``
   (index of the row within the event, < 2**12).  The binlog is written at commit in commit order
@@ -24,6 +27,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from typing import Any, Final
+
+import orjson
 
 from cdcapp.debezium.connect import DecodeError, show
 
@@ -46,7 +51,23 @@ _BINLOG_FILE: Final = re.compile(r".*\.(\d+)", re.S)
 
 
 def _postgres_position(source: dict[str, Any]) -> int:
+    if source.get("lsn") is None and source.get("snapshot") == "incremental":
+        return _incremental_position(source)
     return _source_int(source, "lsn", 1 << 63)
+
+
+def _incremental_position(source: dict[str, Any]) -> int:
+    """An incremental snapshot row has no LSN of its own; ``source.sequence`` holds the stream's
+    ``[last commit LSN, LSN]`` when its chunk's window closed (orjson reads the JSON text)."""
+    text = source.get("sequence")
+    try:
+        lsn = int(orjson.loads(text)[-1]) if text.__class__ is str else None
+    except (orjson.JSONDecodeError, TypeError, ValueError, IndexError):
+        lsn = None
+    if lsn is None or not 0 <= lsn < 1 << 63:
+        raise DecodeError(f"source.sequence: expected '[\"<lsn>\", \"<lsn>\"]' in an incremental snapshot row, "
+                          f"got {show(text)}")
+    return lsn
 
 
 def _binlog_position(source: dict[str, Any]) -> int:

@@ -1072,3 +1072,13 @@ def test_datetime_hint_picks_the_unit_by_magnitude(moment):
     else:
         with pytest.raises(DecodeError, match="outside 1970-01-01"):
             convert(encodings, columns=columns)
+
+
+def test_an_incremental_snapshot_row_takes_the_lsn_its_window_closed_at():
+    value = orjson.dumps({"op": "r", "before": None, "after": {"id": 1}, "source": {
+        "connector": "postgresql", "name": "postgres", "table": "customers", "ts_ms": 1, "snapshot": "incremental",
+        "lsn": None, "sequence": '["2581803352","2581803360"]'}})
+    change = decode(b'{"id":1}', value)
+    assert (change.position, change.snapshot) == (2581803360, True)
+    with pytest.raises(DecodeError, match="source.sequence"):
+        decode(b'{"id":1}', value.replace(b"2581803360", b"x"))
