@@ -163,7 +163,9 @@ def test_connector_configs(source: str) -> None:
         assert native["slot.name"] == "cdcapp_postgres"
         assert native["publication.name"] == "cdcapp_publication"
         assert native["publication.autocreate.mode"] == "filtered"
-        assert native["table.include.list"] == "public.customers,public.products,public.orders,public.order_items"
+        assert native["table.include.list"] == ("public.customers,public.products,public.orders,public.order_items,"
+                                                "public.debezium_signal")
+        assert native["signal.data.collection"] == "public.debezium_signal"
         assert differing == {"database.hostname", "database.port"}
     else:
         assert native["connector.class"] == "io.debezium.connector.mariadb.MariaDbConnector"
@@ -171,8 +173,9 @@ def test_connector_configs(source: str) -> None:
         assert (compose["database.hostname"], compose["database.port"]) == ("mariadb", "3306")
         assert native["database.include.list"] == DEFAULTS.mariadb_db
         assert native["table.include.list"] == ",".join(
-            f"{DEFAULTS.mariadb_db}.{t}" for t in ("customers", "products", "orders", "order_items")
+            f"{DEFAULTS.mariadb_db}.{t}" for t in ("customers", "products", "orders", "order_items", "debezium_signal")
         )
+        assert native["signal.data.collection"] == f"{DEFAULTS.mariadb_db}.debezium_signal"
         assert native["schema.history.internal.kafka.topic"] == "cdcapp-schema-history.mariadb"
         assert native["schema.history.internal.kafka.bootstrap.servers"] == f"127.0.0.1:{DEFAULTS.kafka_port}"
         assert compose["schema.history.internal.kafka.bootstrap.servers"] == "kafka:9092"

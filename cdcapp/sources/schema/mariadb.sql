@@ -38,3 +38,11 @@ CREATE TABLE IF NOT EXISTS order_items (
     CONSTRAINT fk_order_items_order FOREIGN KEY (order_id) REFERENCES orders (id),
     CONSTRAINT fk_order_items_product FOREIGN KEY (product_id) REFERENCES products (id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+-- Debezium's signalling table (`cdcapp backfill`): a row asks the connector for an incremental
+-- snapshot, and the connector writes its snapshot-window watermarks here.
+CREATE TABLE IF NOT EXISTS debezium_signal (
+    id    VARCHAR(42)   NOT NULL PRIMARY KEY,
+    type  VARCHAR(32)   NOT NULL,
+    data  VARCHAR(2048) NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;

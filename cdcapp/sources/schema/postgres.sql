@@ -37,3 +37,13 @@ CREATE TABLE IF NOT EXISTS order_items (
     quantity    INTEGER       NOT NULL,
     price       NUMERIC(12,2) NOT NULL
 );
+
+-- Debezium's signalling table (`cdcapp backfill`): a row asks the connector for an incremental
+-- snapshot, and the connector writes its snapshot-window watermarks here. It is captured (it
+-- must be in the publication for the watermarks to come back through the stream), but its
+-- events are the connector's own business: no entity of the spec reads them.
+CREATE TABLE IF NOT EXISTS debezium_signal (
+    id    VARCHAR(42)   PRIMARY KEY,
+    type  VARCHAR(32)   NOT NULL,
+    data  VARCHAR(2048) NULL
+);
