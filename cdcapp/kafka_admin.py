@@ -24,6 +24,12 @@ def epochs_topic(internal_prefix: str) -> str:
     return f"{internal_prefix}.epochs"
 
 
+def notifications_topic(source: str) -> str:
+    """Where a Debezium connector of the stack reports its snapshots (``notification.sink.topic.name``
+    in debezium/<source>-connector.json)."""
+    return f"cdcapp-notifications.{source}"
+
+
 def dlq_topic(internal_prefix: str) -> str:
     """The pipeline's dead letters (``cdcapp.runtime.dlq``)."""
     return f"{internal_prefix}.dlq"

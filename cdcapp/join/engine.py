@@ -148,7 +148,7 @@ class EntityStage:
         parents: dict[tuple[str, str], str] = {}  # (ref, parent key) -> last of "sub" / "unsub"
         subscriptions: dict[tuple[str, str, str], bool] = {}
         new_subscribers: list[tuple[str, str, str]] = []
-        own_applied = replayed = info_applied = info_replayed = False
+        own_applied = replayed = info_applied = info_replayed = snapshot_applied = False
         # What children and ClickHouse hold may be any state this group passes through, not only
         # the one it starts from: a crash can lose the state of batches whose outputs were sent,
         # and their replay then arrives as one group. So outputs follow every intermediate state
@@ -168,6 +168,7 @@ class EntityStage:
                 if outcome == "stale":
                     out.stale.append((key, message["pos"], state["pos"]))
                 own_applied |= outcome == "applied"
+                snapshot_applied |= outcome == "applied" and bool(message.get("snap"))
                 replayed |= outcome == "duplicate"
             elif kind == "info":
                 outcome = self._on_info(state, message, parents)
@@ -207,7 +208,9 @@ class EntityStage:
             source = source_of(key)
             if self.plan.dimensions and (own_applied or replayed):
                 self._dimension_rows(key, state, source, ts, out.rows)
-            if self.plan.facts and (force or (facts is not None and facts.dirty)):
+            # A snapshot row (a backfill) rewrites the row's fact rows even when it changes nothing
+            # here: a backfill is how a ClickHouse table that lost rows, or a new one, is filled.
+            if self.plan.facts and (force or snapshot_applied or (facts is not None and facts.dirty)):
                 self._fact_outputs(key, state, source, ts, out.rows)
         if self.has_children and (force or (views is not None and views.dirty) or new_subscribers):
             # Only applied messages change the state: the last one seen is the final view.

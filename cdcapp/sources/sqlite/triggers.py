@@ -262,6 +262,32 @@ def follow_alters(conn: sqlite3.Connection) -> list[str]:
     return changed
 
 
+def relog(db: Path, tables: Sequence[str]) -> tuple[int, int, dict[str, int]]:
+    """Log every row of ``tables`` again as an update, in one write transaction (``cdcapp
+    backfill``): (the log's last sequence before, after, rows logged per table)."""
+    conn = open_existing(db)
+    try:
+        with immediate_transaction(conn):
+            captured = {table for _, table in _capture_triggers(conn)}
+            missing = [t for t in tables if t not in captured]
+            if missing:
+                raise CaptureError(f"no capture on {missing} in {db}: run `cdcapp capture sqlite` with them first")
+            start = _sequence(conn)
+            counts = {}
+            for table in tables:
+                info = read_table_info(conn, table)
+                _log_all_rows(conn, info)
+                counts[table] = conn.execute("SELECT changes()").fetchone()[0]
+            return start, _sequence(conn), counts
+    finally:
+        conn.close()
+
+
+def _sequence(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (LOG_TABLE,)).fetchone()
+    return row[0] if row else 0
+
+
 def captured_tables(conn: sqlite3.Connection) -> list[TableInfo]:
     """The tables with capture triggers, parents before children (snapshot order)."""
     names = sorted({table for _, table in _capture_triggers(conn)})

@@ -1,0 +1,167 @@
+"""``cdcapp backfill``: re-read a source's current rows while streaming goes on.
+
+PostgreSQL and MariaDB: Debezium's incremental snapshot. A row in the source's signalling table
+(``debezium_signal``, in the connector's ``signal.data.collection``) asks for it. The connector
+reads each table in chunks of primary keys between two watermarks it writes to that table, and it
+drops from a chunk every row that changed inside the window. So a backfilled row never hides a
+newer streamed change (``cdcapp.debezium.positions``: its position is the window's end). Its
+progress comes back on the connector's notification topic
+(``notification.enabled.channels=sink``): STARTED, IN_PROGRESS per chunk (the last key read and
+the table's largest key), TABLE_SCAN_COMPLETED (rows read), COMPLETED.
+
+SQLite: the relay's log. In one write transaction, every row of each table is logged again as an
+update. That is a consistent snapshot: no change can come between its rows, and every change after
+it has a later sequence. The relay then publishes them like any change. Progress is the relay's
+published position against the last row logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from cdcapp.config import Settings
+from cdcapp.kafka_admin import end_offsets, notifications_topic
+from cdcapp.sources.connections import connect, connect_sqlite
+
+SIGNAL_TABLE = "debezium_signal"
+
+
+class BackfillFailed(RuntimeError):
+    pass
+
+
+@dataclass
+class TableProgress:
+    """Where the scan of one table is: keys read of the largest key, rows read when done."""
+
+    last_key: str | None = None
+    maximum_key: str | None = None
+    rows: int | None = None
+
+    @property
+    def fraction(self) -> float | None:
+        if self.rows is not None:
+            return 1.0
+        try:
+            return min(1.0, int(self.last_key) / int(self.maximum_key)) if self.maximum_key else None
+        except (TypeError, ValueError):  # a composite or text key: progress only by table
+            return None
+
+
+@dataclass
+class Progress:
+    tables: dict[str, TableProgress] = field(default_factory=dict)
+    done: bool = False
+
+    @property
+    def fraction(self) -> float:
+        parts = [t.fraction or 0.0 for t in self.tables.values()]
+        return sum(parts) / len(parts) if parts else 0.0
+
+
+def data_collection(kind: str, settings: Settings, table: str) -> str:
+    return f"public.{table}" if kind == "postgres" else f"{settings.mariadb_db}.{table}"
+
+
+def apply_notification(progress: Progress, signal_id: str, body: dict[str, Any]) -> None:
+    """One notification of the connector into ``progress`` (others' notifications are ignored)."""
+    if body.get("id") != signal_id or body.get("aggregate_type") != "Incremental Snapshot":
+        return
+    kind, data = body.get("type"), body.get("additional_data") or {}
+    if kind == "IN_PROGRESS":
+        table = progress.tables.setdefault(str(data.get("current_collection_in_progress")), TableProgress())
+        table.last_key, table.maximum_key = data.get("last_processed_key"), data.get("maximum_key")
+    elif kind == "TABLE_SCAN_COMPLETED":
+        if data.get("status") not in (None, "SUCCEEDED"):
+            raise BackfillFailed(f"the scan of {data.get('scanned_collection')} ended {data.get('status')}")
+        table = progress.tables.setdefault(str(data.get("scanned_collection")), TableProgress())
+        table.rows = int(data.get("total_rows_scanned") or 0)
+    elif kind == "COMPLETED":
+        progress.done = True
+    elif kind == "ABORTED":
+        raise BackfillFailed("the connector aborted the incremental snapshot")
+
+
+async def backfill_debezium(settings: Settings, kind: str, tables: list[str], on_progress: Callable[[Progress], None],
+                            timeout_s: float) -> Progress:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    topic = notifications_topic(kind)
+    ends = await end_offsets(settings.kafka_bootstrap, [topic])
+    signal_id = f"backfill-{uuid.uuid4().hex[:16]}"
+    progress = Progress({data_collection(kind, settings, t): TableProgress() for t in tables})
+    data = orjson.dumps({"data-collections": list(progress.tables), "type": "incremental"}).decode()
+    await asyncio.to_thread(_signal, settings, kind, signal_id, data)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(t, p) for t, p in ends] or [TopicPartition(topic, 0)]
+        consumer.assign(partitions)
+        for tp in partitions:
+            consumer.seek(tp, ends.get((tp.topic, tp.partition), 0))
+        deadline = time.monotonic() + timeout_s
+        while not progress.done:
+            if time.monotonic() > deadline:
+                raise BackfillFailed(f"no completion from the {kind} connector in {timeout_s:.0f} s (is it running? "
+                                     f"`cdcapp stack status`)")
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                for record in records:
+                    apply_notification(progress, signal_id, orjson.loads(record.value))
+            on_progress(progress)
+    finally:
+        await consumer.stop()
+    return progress
+
+
+def _signal(settings: Settings, kind: str, signal_id: str, data: str) -> None:
+    conn = connect(kind, settings)  # type: ignore[arg-type]
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(f"INSERT INTO {SIGNAL_TABLE} (id, type, data) VALUES (%s, 'execute-snapshot', %s)",
+                           (signal_id, data))
+        conn.commit()
+    finally:
+        conn.close()
+
+
+async def backfill_sqlite(db: Path, tables: list[str], on_progress: Callable[[Progress], None],
+                          timeout_s: float) -> Progress:
+    from cdcapp.sources.sqlite.triggers import relog
+
+    start, last, counts = await asyncio.to_thread(relog, db, tables)
+    progress = Progress({t: TableProgress(rows=None) for t in tables})
+    deadline = time.monotonic() + timeout_s
+    while True:
+        published = await asyncio.to_thread(_published_seq, db)
+        share = 1.0 if last <= start else max(0.0, min(1.0, (published - start) / (last - start)))
+        for table in progress.tables.values():
+            table.last_key, table.maximum_key = str(round(share * 1000)), "1000"
+        if published >= last:
+            for name, table in progress.tables.items():
+                table.rows = counts[name]
+            progress.done = True
+            on_progress(progress)
+            return progress
+        on_progress(progress)
+        if time.monotonic() > deadline:
+            raise BackfillFailed(f"the relay published up to {published} of {last} in {timeout_s:.0f} s (is "
+                                 "`cdcapp capture sqlite` running?)")
+        await asyncio.sleep(0.5)
+
+
+def _published_seq(db: Path) -> int:
+    conn = connect_sqlite(db)
+    try:
+        row = conn.execute("SELECT published_seq FROM _cdc_state").fetchone()
+        return row[0] if row else 0
+    finally:
+        conn.close()
