@@ -28,7 +28,8 @@ Every message of one (sender key -> receiver key) pair travels through one Kafka
 arrives in order. A change delivered again with its position (a replay after a crash: the state
 was saved, its outputs maybe not) re-emits everything the current state implies - subscriptions,
 the unsubscription from the previous parent, the dimension row, the fact row (live or deleted)
-and the view - and an ``info`` delivered again re-emits the fact row and the view.
+and the view - and an ``info`` delivered again re-emits the fact row and the view. An applied
+snapshot row (a backfill) re-emits the dimension and fact rows even when it changed nothing.
 
 This module is pure: messages in, new state and outputs out (the wire format is
 ``cdcapp.model.messages``); ``cdcapp.join.apply`` runs it against a store.
