@@ -18,9 +18,10 @@ import pytest
 
 from cdcapp.clickhouse.client import open_target
 from cdcapp.config import Settings
-from cdcapp.sources.connections import connect, connect_sqlite, create_oltp_schema
+from cdcapp.sources.connections import connect, connect_sqlite
 from cdcapp.tools.pipeline import Pipeline
 from cdcapp.tools.workload import BackgroundWorkload
+from tests.integration.sqlite_source import sqlite_source
 
 pytestmark = pytest.mark.stack
 
@@ -70,32 +71,16 @@ def test_debezium_incremental_snapshot_refills_lost_tables_while_streaming(pipel
 
 
 def test_sqlite_backfill_through_the_relay(pipeline: Pipeline, tmp_path: Path) -> None:
-    db = tmp_path / "shop.db"
     source_id = f"sqlite-{pipeline.settings.app_id}"
-    conn = connect_sqlite(db)
-    create_oltp_schema("sqlite", conn)
-    conn.close()
-    log_path = tmp_path / "relay.log"
-    relay = subprocess.Popen(
-        [sys.executable, "-m", "cdcapp.cli", "capture", "sqlite", "--db", str(db), "--source-id", source_id],
-        stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,
-    )
-    app = BackgroundWorkload(lambda: connect_sqlite(db), "sqlite", rate=100, seed=5151)
-    try:
-        deadline = time.monotonic() + 60
-        while "streaming changes after" not in log_path.read_text():
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.2)
+    with sqlite_source(tmp_path, source_id) as db:
+        app = BackgroundWorkload(lambda: connect_sqlite(db), "sqlite", rate=100, seed=5151)
         app.start()
-        time.sleep(5)
-        lose(pipeline, "dim_customer")
-        done = backfill(pipeline, "--source", "sqlite", "--db", str(db), "--table", "customers")
-        assert "customers:" in done.stdout and "rows re-read" in done.stdout, done.stdout
-        app.finish()
+        try:
+            time.sleep(5)
+            lose(pipeline, "dim_customer")
+            done = backfill(pipeline, "--source", "sqlite", "--db", str(db), "--table", "customers")
+            assert "customers:" in done.stdout and "rows re-read" in done.stdout, done.stdout
+        finally:
+            app.finish()
         report = pipeline.verify("sqlite", source_id=source_id, sqlite_path=db)
         assert report.equal, report.render()
-    finally:
-        if app.is_alive():
-            app.finish()
-        relay.terminate()
-        relay.wait(30)

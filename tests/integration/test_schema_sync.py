@@ -8,8 +8,6 @@ The PostgreSQL and MariaDB tables are the shared ones: every column a test adds 
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 import uuid
 from decimal import Decimal
@@ -23,9 +21,10 @@ import pytest
 from cdcapp.clickhouse.client import open_target, table_columns
 from cdcapp.config import Settings
 from cdcapp.kafka_admin import read_topic
-from cdcapp.sources.connections import connect, connect_sqlite, create_oltp_schema
+from cdcapp.sources.connections import connect, connect_sqlite
 from cdcapp.tools.pipeline import Pipeline
 from cdcapp.tools.workload import BackgroundWorkload
+from tests.integration.sqlite_source import sqlite_source
 
 pytestmark = pytest.mark.stack
 
@@ -245,37 +244,24 @@ def test_mariadb_add_column(pipeline: Pipeline) -> None:
 
 
 def test_sqlite_add_column(pipeline: Pipeline, tmp_path: Path) -> None:
-    db = tmp_path / "shop.db"
     source_id = f"sqlite-{pipeline.settings.app_id}"
-    conn = connect_sqlite(db)
-    create_oltp_schema("sqlite", conn)
-    conn.close()
-    log_path = tmp_path / "relay.log"
-    relay = subprocess.Popen(
-        [sys.executable, "-m", "cdcapp.cli", "capture", "sqlite", "--db", str(db), "--source-id", source_id],
-        stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,
-    )
-    app = BackgroundWorkload(lambda: connect_sqlite(db), "sqlite", rate=100, seed=4444)
-    try:
-        wait_for(lambda: "streaming changes after" in log_path.read_text(), 60, "the relay to stream")
+    with sqlite_source(tmp_path, source_id) as db:
+        app = BackgroundWorkload(lambda: connect_sqlite(db), "sqlite", rate=100, seed=4444)
         app.start()
-        wait_for(lambda: app.changes > 200, 60, "the application's first changes")
-        conn = connect_sqlite(db)
         try:
-            conn.execute(f"ALTER TABLE customers ADD COLUMN {WEIGHT} DECIMAL(8, 3)")
-            customers = [row[0] for row in conn.execute("SELECT id FROM customers ORDER BY id DESC LIMIT 20")]
-            conn.execute(f"UPDATE customers SET {WEIGHT} = 2.5 WHERE id IN ({', '.join(map(str, customers))})")
+            wait_for(lambda: app.changes > 200, 60, "the application's first changes")
+            conn = connect_sqlite(db)
+            try:
+                conn.execute(f"ALTER TABLE customers ADD COLUMN {WEIGHT} DECIMAL(8, 3)")
+                customers = [row[0] for row in conn.execute("SELECT id FROM customers ORDER BY id DESC LIMIT 20")]
+                conn.execute(f"UPDATE customers SET {WEIGHT} = 2.5 WHERE id IN ({', '.join(map(str, customers))})")
+            finally:
+                conn.close()
+            seconds = wait_for(lambda: same_values(pipeline, "dim_customer", source_id, lambda: connect_sqlite(db),
+                                                   "customers", WEIGHT, customers), VISIBLE_S, "weight_kg from SQLite")
+            print(f"new SQLite column visible in ClickHouse {seconds:.1f} s after the update")
+            assert column_type(pipeline, "dim_customer", WEIGHT) == "Decimal(8, 3)"
         finally:
-            conn.close()
-        seconds = wait_for(lambda: same_values(pipeline, "dim_customer", source_id, lambda: connect_sqlite(db),
-                                               "customers", WEIGHT, customers), VISIBLE_S, "weight_kg from SQLite")
-        print(f"new SQLite column visible in ClickHouse {seconds:.1f} s after the update")
-        assert column_type(pipeline, "dim_customer", WEIGHT) == "Decimal(8, 3)"
-        app.finish()
+            app.finish()
         report = pipeline.verify("sqlite", source_id=source_id, sqlite_path=db)
         assert report.equal, report.render()
-    finally:
-        if app.is_alive():
-            app.finish()
-        relay.terminate()
-        relay.wait(30)

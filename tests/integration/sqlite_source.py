@@ -1,0 +1,37 @@
+"""A SQLite source of its own for a test: a new database with the seed's schema, and its relay
+(``cdcapp capture sqlite``) running as a process until the ``with`` block ends."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from cdcapp.sources.connections import connect_sqlite, create_oltp_schema
+
+
+@contextmanager
+def sqlite_source(folder: Path, source_id: str) -> Iterator[Path]:
+    """The database's path, once its relay streams."""
+    db = folder / "shop.db"
+    conn = connect_sqlite(db)
+    create_oltp_schema("sqlite", conn)
+    conn.close()
+    log_path = folder / "relay.log"
+    with open(log_path, "wb") as log:
+        relay = subprocess.Popen(
+            [sys.executable, "-m", "cdcapp.cli", "capture", "sqlite", "--db", str(db), "--source-id", source_id],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "streaming changes after" not in log_path.read_text():
+            assert relay.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+        yield db
+    finally:
+        relay.terminate()
+        relay.wait(30)
