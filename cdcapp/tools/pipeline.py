@@ -31,8 +31,11 @@ class Pipeline:
 
     @classmethod
     def fresh(cls, base: Settings, log_dir: Path, clickhouse_url: str | None = None, prefix: str = "t",
-              **overrides: str) -> "Pipeline":
+              own_sources: bool = False, **overrides: str) -> "Pipeline":
+        """``own_sources``: source topics of its own (``<namespace>-src.<table>``), empty but for what
+        the caller sends there, instead of the shared ``oltp.*`` topics and their whole history."""
         namespace = f"{prefix}{uuid.uuid4().hex[:10]}"
+        source_prefix = f"{namespace}-src" if own_sources else base.source_topic_prefix
         url = clickhouse_url or f"clickhouse://default@127.0.0.1:{base.clickhouse_port}/{namespace}"
         env = {
             "CDCAPP_APP_ID": namespace,
@@ -40,12 +43,12 @@ class Pipeline:
             "CDCAPP_CLICKHOUSE_URL": url,
             "CDCAPP_STATE_DIR": str(base.state_path),
             "CDCAPP_STORE": "rocksdb://",
-            "CDCAPP_SOURCE_TOPIC_PREFIX": base.source_topic_prefix,
+            "CDCAPP_SOURCE_TOPIC_PREFIX": source_prefix,
             "CDCAPP_PG_DB": base.pg_db,
             **overrides,
         }
         settings = base.model_copy(update={"app_id": namespace, "internal_topic_prefix": namespace,
-                                           "clickhouse_url": url})
+                                           "clickhouse_url": url, "source_topic_prefix": source_prefix})
         return cls(settings, env, log_dir)
 
     def start_worker(self, wait: bool = True) -> WorkerProcess:

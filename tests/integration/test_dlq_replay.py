@@ -43,8 +43,7 @@ def wait_for(check, timeout: float, what: str) -> None:
 
 
 def test_a_row_for_a_table_the_spec_lacked_is_replayed_once_the_spec_has_it(stack: Settings, tmp_path: Path) -> None:
-    pipeline = Pipeline.fresh(stack, tmp_path, prefix="dlq", CDCAPP_PARTITIONS="2")
-    pipeline.env["CDCAPP_SOURCE_TOPIC_PREFIX"] = f"{pipeline.settings.app_id}-src"
+    pipeline = Pipeline.fresh(stack, tmp_path, prefix="dlq", own_sources=True, CDCAPP_PARTITIONS="2")
     pipeline.start_worker()
     try:
         row = SinkRow("dim_order", "postgres|42", {
