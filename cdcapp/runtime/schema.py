@@ -104,7 +104,6 @@ class SchemaSync:
             event = _Event(value)
             for table in self.mirrors[entity]:
                 shape = await self.refresh(table)
-                added = False
                 for column in columns:
                     if column in shape.columns or column in refused:
                         continue
@@ -122,12 +121,10 @@ class SchemaSync:
                         if error_code(exc) not in DUPLICATE_COLUMN_CODES:
                             raise
                         continue  # another worker added it first
-                    added = True
                     SCHEMA_CHANGES.labels(table, "added").inc()
                     log.info("schema sync: added column %r %s to %s.%s (source %s.%s)", column, column_type.name,
                              self.database, table, event.source.get("table"), column)
-                if added:
-                    await self._replace_view(table)
+                await self._sync_view(table)
             shaper.learned(await self._extra_types(entity), frozenset(refused))
 
     async def widen(self, shaper: ChangeShaper, value: bytes, column: str) -> str | None:
@@ -154,7 +151,7 @@ class SchemaSync:
                     SCHEMA_CHANGES.labels(table, "widened").inc()
                     log.info("schema sync: widened %s.%s.%s from %s to %s", self.database, table, column,
                              current.name, wanted.name)
-                    await self._replace_view(table)
+                    await self._sync_view(table)
                 shaper.learned(await self._extra_types(shaper.entity), frozenset(self.refused.get(shaper.entity, ())))
                 return None
         tables = ", ".join(self.mirrors[shaper.entity])
@@ -186,8 +183,14 @@ class SchemaSync:
         log.warning("schema sync: the type of %s.%s is taken from its value (%s): %s", table, column, guessed.name, why)
         return guessed
 
-    async def _replace_view(self, table: str) -> None:
-        for statement in replace_current_view(self.database, self.shapes[table], uuid.uuid4().hex[:8]):
+    async def _sync_view(self, table: str) -> None:
+        """Rebuild the table's ``*_current`` view when its columns differ from the table's: after an
+        ALTER here, and after one whose view rebuild failed half way (ClickHouse went away), which
+        the retry would otherwise find done, the column being there already."""
+        shape = self.shapes[table]
+        if await self.clickhouse.columns(shape.current_view) == await self.clickhouse.columns(table):
+            return
+        for statement in replace_current_view(self.database, shape, uuid.uuid4().hex[:8]):
             await self.clickhouse.execute(statement)
 
     async def _retrying(self, what: str, attempt: Any) -> None:
