@@ -9,8 +9,8 @@ progress comes back on the connector's notification topic
 (``notification.enabled.channels=sink``): STARTED, IN_PROGRESS per chunk (the last key read and
 the table's largest key), TABLE_SCAN_COMPLETED (rows read), COMPLETED.
 
-SQLite: the relay's log. In one write transaction, every row of each table is logged again as an
-update. That is a consistent snapshot: no change can come between its rows, and every change after
+SQLite: the relay's log. In one write transaction, every row of each table is logged again (an
+update without a before image, which the relay publishes as a snapshot read). That is a consistent snapshot: no change can come between its rows, and every change after
 it has a later sequence. The relay then publishes them like any change. Progress is the relay's
 published position against the last row logged.
 """

@@ -430,3 +430,13 @@ def test_install_after_an_alter_nothing_followed_logs_the_rows_again(conn, db):
     assert (rows[-1].op, orjson.loads(rows[-1].after)["tier"]) == ("u", "gold")
     cap.install(db)
     assert len(log_rows(conn)) == len(rows)  # unchanged columns: nothing logged again
+
+
+def test_a_row_logged_again_goes_out_as_a_snapshot_read():
+    row = cap.LogRow(7, "customers", "u", '{"id":1}', None, '{"id":1,"email":"a"}', 1)
+    (record,) = cap.change_records(row, topic_prefix="oltp", source_id="shop", db_name="shop.db")
+    value = orjson.loads(record.value)
+    assert (value["op"], value["source"]["snapshot"], value["source"]["seq"]) == ("r", "true", 7)
+    update = cap.LogRow(8, "customers", "u", '{"id":1}', '{"id":1,"email":"a"}', '{"id":1,"email":"b"}', 1)
+    assert orjson.loads(cap.change_records(update, topic_prefix="oltp", source_id="shop",
+                                           db_name="shop.db")[0].value)["op"] == "u"

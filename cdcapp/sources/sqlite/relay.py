@@ -73,17 +73,22 @@ class LogRow:
 
 def change_records(row: LogRow, *, topic_prefix: str, source_id: str, db_name: str,
                    schema: dict[str, Any] | None = None) -> list[Record]:
-    """The Kafka records for one change: its event, plus a tombstone after a delete."""
+    """The Kafka records for one change: its event, plus a tombstone after a delete.
+
+    An update without a before image is no application write: the triggers always log one. It is
+    a row logged again (``relog``, ``follow_alters``), and goes out as what it is, a snapshot read.
+    """
+    reread = row.op == "u" and row.before is None
     value = build_envelope(
         table=row.tbl,
-        op=row.op,
+        op="r" if reread else row.op,
         before=orjson.loads(row.before) if row.before is not None else None,
         after=orjson.loads(row.after) if row.after is not None else None,
         source_id=source_id,
         db_name=db_name,
         seq=row.seq,
         change_ts_ms=row.ts_ms,
-        snapshot=False,
+        snapshot=reread,
         publish_ts_ms=_now_ms(),
         schema=schema,
     )
