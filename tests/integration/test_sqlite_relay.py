@@ -98,7 +98,9 @@ async def read_events(settings: Settings, source_id: str, db_name: str):
                         tombstones[(tp.topic, tp.partition)].append((rec.offset, rec.key))
                         continue
                     value = orjson.loads(rec.value)
-                    # Debezium's own events on these topics may carry the schema wrapper.
+                    # The relay writes JSONConverter's schema envelope (the declared column types).
+                    if set(value) == {"schema", "payload"}:
+                        value = value["payload"]
                     src = value.get("source") or {}
                     if src.get("name") == source_id and src.get("db") == db_name:
                         events[(src["table"], rec.key)].append((value, tp.partition, rec.offset))
