@@ -43,7 +43,7 @@ from cdcapp.debezium.connect import Converter, Converters, DecodeError, hint_rea
 from cdcapp.debezium.positions import POSITIONS, source_str
 from cdcapp.model.types import ColumnType
 
-__all__ = ["UNAVAILABLE", "Change", "DecodeError", "decode"]
+__all__ = ["UNAVAILABLE", "Change", "DecodeError", "decode", "unwrap"]
 
 
 class _Unavailable(enum.Enum):
@@ -168,7 +168,7 @@ def _loads(data: Any, where: str) -> Any:
         raise DecodeError(f"{where}: not valid JSON: {exc}") from exc
 
 
-def _unwrap(document: Any, where: str) -> tuple[Any, Any]:
+def unwrap(document: Any, where: str) -> tuple[Any, Any]:
     """Split a JsonConverter message into (schema or None, payload)."""
     if document.__class__ is not dict:
         raise DecodeError(f"{where}: expected a JSON object, got {show(document)}")
@@ -222,7 +222,7 @@ def _key(
         # in a delete's before image): parsing the key message again would only cost time.
         return {column: row[column] for column in pk_columns}
     if key is not None:
-        schema, payload = _unwrap(_loads(key, "key"), "key")
+        schema, payload = unwrap(_loads(key, "key"), "key")
         if payload is not None:
             if payload.__class__ is not dict:
                 raise DecodeError(f"key: expected an object payload, got {show(payload)}")
@@ -239,7 +239,7 @@ def _key(
 
 
 def _decode(key: Any, value: Any, columns: Columns, pk_columns: Sequence[str]) -> Change | None:
-    schema, payload = _unwrap(_loads(value, "value"), "value")
+    schema, payload = unwrap(_loads(value, "value"), "value")
     if payload is None:
         return None
     if payload.__class__ is not dict:

@@ -34,6 +34,7 @@ from cdcapp.clickhouse.client import DUPLICATE_COLUMN_CODES, ClickHouse, error_c
 from cdcapp.clickhouse.ddl import (META_COLUMNS, BadIdentifier, TableShape, add_column, check_identifier,
                                    modify_column, replace_current_view, table_shapes)
 from cdcapp.config import Settings
+from cdcapp.debezium.decode import unwrap
 from cdcapp.debezium.shape import ChangeShaper
 from cdcapp.model.sourcetypes import SourceColumn, from_connect_field, to_clickhouse, widens
 from cdcapp.model.spec import Spec
@@ -209,10 +210,7 @@ class _Event:
     """The parts of a raw Debezium event schema sync needs: its source block, its Connect schema."""
 
     def __init__(self, value: bytes) -> None:
-        document = orjson.loads(value)
-        has_schema = isinstance(document, dict) and set(document) == {"schema", "payload"}
-        self.schema: dict[str, Any] | None = document["schema"] if has_schema else None
-        self.payload: dict[str, Any] = document["payload"] if has_schema else document
+        self.schema, self.payload = unwrap(orjson.loads(value), "value")
         self.source: dict[str, Any] = self.payload.get("source") or {}
 
     def field(self, column: str) -> dict[str, Any] | None:

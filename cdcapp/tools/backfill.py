@@ -10,9 +10,9 @@ progress comes back on the connector's notification topic
 the table's largest key), TABLE_SCAN_COMPLETED (rows read), COMPLETED.
 
 SQLite: the relay's log. In one write transaction, every row of each table is logged again (an
-update without a before image, which the relay publishes as a snapshot read). That is a consistent snapshot: no change can come between its rows, and every change after
-it has a later sequence. The relay then publishes them like any change. Progress is the relay's
-published position against the last row logged.
+update without a before image, which the relay publishes as a snapshot read). That is a
+consistent snapshot: no change can come between its rows, and every change after it has a later
+sequence. Progress is the relay's published position against the last row logged.
 """
 
 from __future__ import annotations
@@ -45,11 +45,15 @@ class TableProgress:
     last_key: str | None = None
     maximum_key: str | None = None
     rows: int | None = None
+    #: the share done, where it is known otherwise than by keys (the SQLite relay's position)
+    share: float | None = None
 
     @property
     def fraction(self) -> float | None:
         if self.rows is not None:
             return 1.0
+        if self.share is not None:
+            return self.share
         try:
             return min(1.0, int(self.last_key) / int(self.maximum_key)) if self.maximum_key else None
         except (TypeError, ValueError):  # a composite or text key: progress only by table
@@ -138,13 +142,13 @@ async def backfill_sqlite(db: Path, tables: list[str], on_progress: Callable[[Pr
     from cdcapp.sources.sqlite.triggers import relog
 
     start, last, counts = await asyncio.to_thread(relog, db, tables)
-    progress = Progress({t: TableProgress(rows=None) for t in tables})
+    progress = Progress({t: TableProgress() for t in tables})
     deadline = time.monotonic() + timeout_s
     while True:
         published = await asyncio.to_thread(_published_seq, db)
         share = 1.0 if last <= start else max(0.0, min(1.0, (published - start) / (last - start)))
         for table in progress.tables.values():
-            table.last_key, table.maximum_key = str(round(share * 1000)), "1000"
+            table.share = share
         if published >= last:
             for name, table in progress.tables.items():
                 table.rows = counts[name]

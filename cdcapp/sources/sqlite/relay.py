@@ -41,6 +41,7 @@ from cdcapp.sources.sqlite.triggers import (
     TableInfo,
     captured_tables,
     follow_alters,
+    last_seq,
     open_existing,
     quote_ident,
 )
@@ -204,14 +205,11 @@ class _Store:
             if row and row[0] == source_id:
                 start = row[3] if row[1] else row[2]
             else:
-                start = self._last_seq()
+                start = last_seq(self.conn)
             state = RelayState(source_id, tables, False, start, start)
             self._write_state(state)
         return state
 
-    def _last_seq(self) -> int:
-        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (LOG_TABLE,)).fetchone()
-        return row[0] if row else 0
 
     def snapshot_begin(self) -> tuple[int, int]:
         """Open the snapshot's read transaction; return its position and start time."""
@@ -219,7 +217,7 @@ class _Store:
         self.conn.execute("BEGIN")
         # The first read fixes the transaction's view; what it returns is the last seq
         # committed before it, and the tables read next show exactly that state.
-        return self._last_seq(), _now_ms()
+        return last_seq(self.conn), _now_ms()
 
     def snapshot_open(self, info: TableInfo) -> None:
         order = ", ".join(quote_ident(c) for c in info.key)

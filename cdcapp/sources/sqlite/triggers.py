@@ -272,18 +272,19 @@ def relog(db: Path, tables: Sequence[str]) -> tuple[int, int, dict[str, int]]:
             missing = [t for t in tables if t not in captured]
             if missing:
                 raise CaptureError(f"no capture on {missing} in {db}: run `cdcapp capture sqlite` with them first")
-            start = _sequence(conn)
+            start = last_seq(conn)
             counts = {}
             for table in tables:
                 info = read_table_info(conn, table)
                 _log_all_rows(conn, info)
                 counts[table] = conn.execute("SELECT changes()").fetchone()[0]
-            return start, _sequence(conn), counts
+            return start, last_seq(conn), counts
     finally:
         conn.close()
 
 
-def _sequence(conn: sqlite3.Connection) -> int:
+def last_seq(conn: sqlite3.Connection) -> int:
+    """The change log's last sequence number handed out (0 before the first)."""
     row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (LOG_TABLE,)).fetchone()
     return row[0] if row else 0
 
