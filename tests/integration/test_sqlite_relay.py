@@ -21,10 +21,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from cdcapp.config import Settings
 from cdcapp.debezium.decode import decode
+from cdcapp.kafka_admin import read_topic
 from cdcapp.sources import sqlite as cap
 from cdcapp.sources.connections import connect_sqlite, create_oltp_schema
 from cdcapp.tools.workload import BackgroundWorkload, run_workload
@@ -75,39 +75,23 @@ async def read_events(settings: Settings, source_id: str, db_name: str):
     Returns ``events[(table, key_json)] = [value, ...]`` and
     ``tombstones[(topic, partition)] = [(offset, key_json)]`` (tombstones carry no source).
     """
-    topics = [f"{settings.source_topic_prefix}.{t}" for t in TABLES]
-    # Without a group every partition of the subscribed topics is assigned at start.
-    consumer = AIOKafkaConsumer(
-        *topics, bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        tps = sorted(consumer.assignment())
-        assert {tp.topic for tp in tps} == set(topics)
-        begin = await consumer.beginning_offsets(tps)
-        end = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
-        events: dict[tuple[str, bytes], list[tuple[dict, int, int]]] = defaultdict(list)
-        tombstones: dict[tuple[str, int], list[tuple[int, bytes]]] = defaultdict(list)
-        pending = {tp for tp in tps if end[tp] > begin[tp]}
-        while pending:
-            batches = await consumer.getmany(*pending, timeout_ms=1000)
-            for tp, records in batches.items():
-                for rec in records:
-                    if rec.value is None:
-                        tombstones[(tp.topic, tp.partition)].append((rec.offset, rec.key))
-                        continue
-                    value = orjson.loads(rec.value)
-                    # The relay writes JSONConverter's schema envelope (the declared column types).
-                    if set(value) == {"schema", "payload"}:
-                        value = value["payload"]
-                    src = value.get("source") or {}
-                    if src.get("name") == source_id and src.get("db") == db_name:
-                        events[(src["table"], rec.key)].append((value, tp.partition, rec.offset))
-            pending = {tp for tp in pending if await consumer.position(tp) < end[tp]}
-        return events, tombstones
-    finally:
-        await consumer.stop()
+    # read_topic assigns the partitions itself: a subscription without a group can be reassigned
+    # on a metadata change and then falls back to the latest offsets, reading nothing.
+    events: dict[tuple[str, bytes], list[tuple[dict, int, int]]] = defaultdict(list)
+    tombstones: dict[tuple[str, int], list[tuple[int, bytes]]] = defaultdict(list)
+    for table in TABLES:
+        async for rec in read_topic(settings.kafka_bootstrap, f"{settings.source_topic_prefix}.{table}"):
+            if rec.value is None:
+                tombstones[(rec.topic, rec.partition)].append((rec.offset, rec.key))
+                continue
+            value = orjson.loads(rec.value)
+            # The relay writes JSONConverter's schema envelope (the declared column types).
+            if set(value) == {"schema", "payload"}:
+                value = value["payload"]
+            src = value.get("source") or {}
+            if src.get("name") == source_id and src.get("db") == db_name:
+                events[(src["table"], rec.key)].append((value, rec.partition, rec.offset))
+    return events, tombstones
 
 
 def db_images(db: Path) -> dict[tuple[str, bytes], dict]:
