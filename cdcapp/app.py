@@ -12,10 +12,24 @@ from typing import Any
 
 @cache
 def _app() -> Any:
+    import sys
+
+    from cdcapp.clickhouse.generation import GenerationError, resolve
     from cdcapp.config import get_settings
+    from cdcapp.model.spec import load_spec
     from cdcapp.runtime.app import create_app, tune_garbage_collector
 
-    app = create_app(get_settings())
+    settings = get_settings()
+    spec = load_spec(settings.spec_path)
+    def echo(line: str) -> None:
+        print(f"cdcapp worker: {line}", file=sys.stderr, flush=True)
+
+    try:
+        settings = resolve(settings, spec, echo)
+    except GenerationError as exc:
+        echo(str(exc))
+        raise SystemExit(2) from None
+    app = create_app(settings, spec)
     tune_garbage_collector()
     return app
 

@@ -295,6 +295,60 @@ def backfill(
 
 
 @cli.command()
+def rebuild(
+    source: list[str] = typer.Option(..., "--source", help="A source feeding the pipeline, as kind[=source id] "
+                                     "(postgres, mariadb, sqlite=<relay's --source-id>); repeat for each."),
+    db: Path | None = typer.Option(None, "--db", help="SQLite database file, for --source sqlite."),
+    spec_path: Path | None = typer.Option(None, "--spec", help="The spec to build for (default: CDCAPP_SPEC_PATH, "
+                                          "else the built-in one). Run the workers with it afterwards."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Workers building the new tables."),
+    drop_old: bool = typer.Option(False, "--drop-old", help="Drop the replaced tables after the swap."),
+    verify_s: float = typer.Option(900.0, "--verify-wait", min=1, help="How long the new tables may take to "
+                                   "become equal to the sources."),
+    timeout: float = typer.Option(3600.0, "--timeout", min=1, help="Give up if a source's re-read takes longer."),
+) -> None:
+    """Build fresh ClickHouse tables for the spec from a backfill, next to the live ones, and swap
+    them in once verify finds them equal (docs/operations.md, "Rebuild").
+
+    The live workers exit at the swap (code 75); run again with this spec, they join the new tables.
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from cdcapp.config import get_settings
+    from cdcapp.model.spec import load_spec
+    from cdcapp.sources.sqlite import CaptureError
+    from cdcapp.tools import backfill as bf
+    from cdcapp.tools import rebuild as rb
+
+    settings = get_settings()
+    spec_path = spec_path or settings.spec_path
+    spec = load_spec(spec_path)
+    try:
+        sources = [rb.Source.parse(text, db) for text in source]
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--source") from None
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns) as bar:
+        tasks: dict[str, int] = {}
+
+        def show(source_id: str, progress: bf.Progress) -> None:
+            if source_id not in tasks:
+                tasks[source_id] = bar.add_task(f"re-read {source_id}", total=1.0)
+            bar.update(tasks[source_id], completed=progress.fraction)
+
+        job = rb.Rebuild(settings, spec, spec_path, sources, settings.state_path / "logs", bar.console.print, show,
+                         workers=workers, verify_wait_s=verify_s, timeout_s=timeout)
+        try:
+            plan = job.run(drop_old)
+        except (rb.RebuildFailed, bf.BackfillFailed, CaptureError) as e:
+            typer.secho(str(e), fg=typer.colors.RED, err=True)
+            raise typer.Exit(1) from None
+    typer.echo(f"generation {plan.shadow.app_id} is live: start the workers with this spec "
+               f"({spec_path or 'the built-in one'}); they join it")
+
+
+@cli.command()
 def demo(
     changes: int = typer.Option(3000, "--changes", min=1, help="Row changes the workload makes."),
     seed: int = typer.Option(1, "--seed"),

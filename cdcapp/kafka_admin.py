@@ -35,6 +35,11 @@ def dlq_topic(internal_prefix: str) -> str:
     return f"{internal_prefix}.dlq"
 
 
+def replayed_topic(internal_prefix: str) -> str:
+    """Which dead letters ``cdcapp dlq replay`` sent back, and where (compacted, by letter id)."""
+    return f"{internal_prefix}.dlq.replayed"
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
@@ -102,6 +107,33 @@ async def group_lag(bootstrap: str, group: str, topics: list[str]) -> int:
         await admin.close()
     done = {(tp.topic, tp.partition): meta.offset for tp, meta in committed.items()}
     return sum(max(0, end - max(0, done.get(tp, 0))) for tp, end in ends.items())
+
+
+async def group_members(bootstrap: str, group: str) -> int:
+    """Members the consumer group has now (0 once its last worker left or timed out)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        groups = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    return sum(len(g["members"]) for response in groups for g in response.to_object()["groups"])
+
+
+async def commit_offsets(bootstrap: str, group: str, offsets: dict[tuple[str, int], int]) -> None:
+    """Commit ``offsets`` for ``group`` (no member of it may be running): where it starts reading."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    if not offsets:
+        return
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = {TopicPartition(t, p): offset for (t, p), offset in offsets.items()}
+        consumer.assign(list(partitions))
+        await consumer.commit(partitions)
+    finally:
+        await consumer.stop()
 
 
 async def delete_topics(bootstrap: str, prefix: str) -> list[str]:

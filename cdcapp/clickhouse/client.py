@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+from urllib.parse import quote as url_quote
 from urllib.parse import unquote, urlparse
 
 import orjson
@@ -23,6 +24,8 @@ from cdcapp.clickhouse import readonly
 from cdcapp.clickhouse.ddl import TableShape, ddl, quote
 from cdcapp.model.spec import Spec
 from cdcapp.threads import DedicatedThread
+
+T = TypeVar("T")
 
 
 class Target(Protocol):
@@ -69,6 +72,11 @@ class ClickHouseUrl:
                 database=parsed.path.lstrip("/"),
             )
         raise ValueError(f"unsupported ClickHouse URL {url!r}: use clickhouse://user:pass@host:port/db or chdb:///dir")
+
+    def with_database(self, database: str) -> str:
+        """This server's URL for another database."""
+        auth = url_quote(self.user, safe="") + (":" + url_quote(self.password, safe="") if self.password else "")
+        return f"clickhouse://{auth}@{self.host}:{self.port}/{url_quote(database, safe='')}"
 
     def redacted(self) -> str:
         if self.scheme == "chdb":
@@ -188,12 +196,12 @@ def open_target(url: str, database: str) -> Target:
 def table_columns(target: Target, table: str) -> dict[str, str]:
     """Column -> ClickHouse type name of a table of the pipeline's database, in table order."""
     rows = target.query(
-        f"SELECT name, type FROM system.columns WHERE database = {_string(target.database)} "
-        f"AND table = {_string(table)}")
+        f"SELECT name, type FROM system.columns WHERE database = {string_literal(target.database)} "
+        f"AND table = {string_literal(table)}")
     return {str(name): str(type_name) for name, type_name in rows}
 
 
-def _string(text: str) -> str:
+def string_literal(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
@@ -294,6 +302,10 @@ class ClickHouse:
 
     async def execute(self, sql: str) -> None:
         await self._thread.call(lambda: self._connected().execute(sql))
+
+    async def run(self, work: Callable[[Target], T]) -> T:
+        """``work`` on the connected target, on the ClickHouse thread."""
+        return await self._thread.call(lambda: work(self._connected()))
 
     async def read(self, sql: str) -> list[list[Any]]:
         """A statement of the web's SQL endpoint: refused (``readonly.Refused``) unless it is one

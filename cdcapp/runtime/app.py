@@ -10,10 +10,13 @@ See docs/architecture.md for the design.
 from __future__ import annotations
 
 import gc
+import logging
+import os
 from dataclasses import dataclass
 
 import faust
 
+from cdcapp.clickhouse import generation
 from cdcapp.clickhouse.client import ClickHouse
 from cdcapp.config import Settings
 from cdcapp.debezium.epochs import Epochs
@@ -25,6 +28,8 @@ from cdcapp.runtime.faust.transport import Transport
 from cdcapp.runtime.schema import SchemaSync
 from cdcapp.runtime.tables import StageTables
 from cdcapp.runtime.topics import Topics, create_declared_topics
+
+log = logging.getLogger(__name__)
 
 
 class CdcApp(faust.App):
@@ -117,4 +122,29 @@ def create_app(settings: Settings, spec: Spec | None = None) -> CdcApp:
                   check_interval_s=min(0.1, settings.flush_interval_ms / 4000))
     app.pipeline = Pipeline(settings, spec, topics, stage_tables, event_sink, clickhouse, epochs)
     web.register(app, spec, stage_tables, event_sink, clickhouse, settings.partitions, settings.web_token)
+    watch_generation(app, clickhouse, settings.app_id)
     return app
+
+
+def watch_generation(app: faust.App, clickhouse: ClickHouse, app_id: str) -> None:
+    """Exit once ``cdcapp rebuild`` hands the database to another generation (clickhouse/generation.py).
+
+    The exit is immediate: not another row is written, and nothing is committed, which no longer
+    matters to a generation whose tables are being swapped out. The rebuild waits for this
+    generation's consumer group to empty before it swaps.
+    """
+    if not clickhouse.url.startswith("clickhouse://"):
+        return
+
+    @app.timer(interval=1.0, name="cdcapp.generation-watch")
+    async def exit_when_superseded() -> None:
+        try:
+            newer = await clickhouse.run(lambda target: generation.superseded(target, app_id))
+        except Exception as exc:  # noqa: BLE001 - ClickHouse down: the sink reports it; look again later
+            log.debug("generation check failed: %s", exc)
+            return
+        if newer is not None:
+            log.error("generation %s is superseded by %s (cdcapp rebuild): exiting without writing another row; "
+                      "run the worker again to join %s", app_id, newer.app_id, newer.app_id)
+            logging.shutdown()
+            os._exit(generation.SUPERSEDED_EXIT)

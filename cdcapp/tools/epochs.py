@@ -6,12 +6,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from aiokafka.admin import AIOKafkaAdminClient
-
 from cdcapp.config import Settings
 from cdcapp.debezium.epochs import Epoch, Epochs
-from cdcapp.kafka_admin import (TopicSpec, create_missing_topics, end_offsets, epochs_topic, produce_one,
-                                read_latest, source_topic)
+from cdcapp.kafka_admin import (TopicSpec, create_missing_topics, end_offsets, epochs_topic, group_members,
+                                produce_one, read_latest, source_topic)
 from cdcapp.model.spec import Spec
 
 
@@ -19,18 +17,20 @@ class EpochRefused(RuntimeError):
     pass
 
 
+def source_topics(settings: Settings, spec: Spec) -> list[str]:
+    return [entity.topic or source_topic(settings.source_topic_prefix, name) for name, entity in spec.entities.items()]
+
+
+async def create_epochs_topic(settings: Settings) -> str:
+    topic = epochs_topic(settings.internal_topic_prefix)
+    # One partition: the few records are read whole by every worker as it starts.
+    await create_missing_topics(settings.kafka_bootstrap,
+                                [TopicSpec(topic, 1, settings.replication_factor, {"cleanup.policy": "compact"})])
+    return topic
+
+
 async def read_epochs(settings: Settings) -> Epochs:
     return Epochs.from_records(await read_latest(settings.kafka_bootstrap, epochs_topic(settings.internal_topic_prefix)))
-
-
-async def _active_members(settings: Settings) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        groups = await admin.describe_consumer_groups([settings.app_id])
-    finally:
-        await admin.close()
-    return sum(len(group["members"]) for response in groups for group in response.to_object()["groups"])
 
 
 @dataclass
@@ -45,16 +45,12 @@ async def reset_epoch(settings: Settings, spec: Spec, source: str) -> NewEpoch:
     Refused while a worker of the pipeline runs: workers read the epochs as they start, and one
     running now would take the new positions for stale replays.
     """
-    members = await _active_members(settings)
+    members = await group_members(settings.kafka_bootstrap, settings.app_id)
     if members:
         raise EpochRefused(f"{members} worker(s) of {settings.app_id!r} are running; stop them first (they read "
                            "the epochs as they start)")
-    topics = [entity.topic or source_topic(settings.source_topic_prefix, name) for name, entity in spec.entities.items()]
-    starts = await end_offsets(settings.kafka_bootstrap, topics)
-    topic = epochs_topic(settings.internal_topic_prefix)
-    # One partition: the few records are read whole by every worker as it starts.
-    await create_missing_topics(settings.kafka_bootstrap,
-                                [TopicSpec(topic, 1, settings.replication_factor, {"cleanup.policy": "compact"})])
+    starts = await end_offsets(settings.kafka_bootstrap, source_topics(settings, spec))
+    topic = await create_epochs_topic(settings)
     epochs = await read_epochs(settings)
     epoch = epochs.next_epoch(source, starts)
     epochs.add(source, epoch)

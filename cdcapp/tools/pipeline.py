@@ -60,10 +60,11 @@ class Pipeline:
         return worker
 
     def verify(self, kind: str, source_id: str | None = None, sqlite_path: Path | None = None,
-               wait_s: float = 600.0) -> Report:
+               wait_s: float = 600.0, live: bool = False) -> Report:
         live = [w for w in self.workers if w.process and w.process.poll() is None]
         worker_url = live[0].url if live and self.settings.resolved_clickhouse_url.startswith("chdb") else None
-        return verify(self.settings, self.spec, kind, source_id, sqlite_path, wait_s=wait_s, worker_url=worker_url)
+        return verify(self.settings, self.spec, kind, source_id, sqlite_path, wait_s=wait_s, worker_url=worker_url,
+                      live=live)
 
     def stop(self) -> None:
         for worker in self.workers:

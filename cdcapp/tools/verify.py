@@ -37,6 +37,7 @@ class TableDiff:
     missing: list[Row] = field(default_factory=list)  # in OLTP, not in ClickHouse
     unexpected: list[Row] = field(default_factory=list)  # in ClickHouse, not in OLTP
     different: list[tuple[Row, Row]] = field(default_factory=list)  # (OLTP, ClickHouse)
+    keys: set[Row] = field(default_factory=set)  # the keys of all of those
 
     @property
     def equal(self) -> bool:
@@ -47,13 +48,21 @@ class TableDiff:
 class Report:
     source_id: str
     tables: list[TableDiff]
+    #: no row that differed had differed in the attempt before: changes in flight while the sources are written
+    in_flight_only: bool = False
 
     @property
     def equal(self) -> bool:
         return all(t.equal for t in self.tables)
 
+    @property
+    def differences(self) -> set[tuple[str, Row]]:
+        """(table, key) of every row that differs."""
+        return {(t.table, key) for t in self.tables for key in t.keys}
+
     def render(self, limit: int = 10) -> str:
-        lines = []
+        lines = [f"{len(self.differences)} rows differed that had not in the attempt before: changes in flight"] \
+            if self.in_flight_only else []
         for t in self.tables:
             verdict = "equal" if t.equal else "DIFFERENT"
             lines.append(f"{t.table}: {verdict} (OLTP {t.expected_rows} rows, ClickHouse {t.actual_rows} rows)")
@@ -188,14 +197,18 @@ def compare(shape: TableShape, expected: list[Row], actual: list[Row]) -> TableD
     for row in map(normalise, actual):
         if key_of(row) in have:  # FINAL must never show a key twice
             diff.unexpected.append(row)
+            diff.keys.add(key_of(row))
         have[key_of(row)] = row
     for key in sorted(want.keys() - have.keys()):
         diff.missing.append(want[key])
+        diff.keys.add(key)
     for key in sorted(have.keys() - want.keys()):
         diff.unexpected.append(have[key])
+        diff.keys.add(key)
     for key in sorted(want.keys() & have.keys()):
         if want[key] != have[key]:
             diff.different.append((want[key], have[key]))
+            diff.keys.add(key)
     return diff
 
 
@@ -227,12 +240,24 @@ def _fetch_current(reader: ClickHouseReader, shape: TableShape, source_id: str) 
     return [tuple(r) for r in reader.query(sql)]
 
 
+def in_flight_only(previous: Report | None, report: Report) -> bool:
+    """Whether every row that differs now did not differ in the attempt before."""
+    return previous is not None and not report.equal and not report.differences & previous.differences
+
+
 def verify(settings: Settings, spec: Spec, kind: str, source_id: str | None = None, sqlite_path: Path | None = None,
-           wait_s: float = 0.0, worker_url: str | None = None, on_attempt: Callable[[Report], None] | None = None
-           ) -> Report:
-    """Compare once, or keep comparing until equal or ``wait_s`` has passed (a pipeline settling)."""
+           wait_s: float = 0.0, worker_url: str | None = None, on_attempt: Callable[[Report], None] | None = None,
+           live: bool = False) -> Report:
+    """Compare once, or keep comparing until equal or ``wait_s`` has passed (a pipeline settling).
+
+    ``live``: the sources are being written meanwhile, so an attempt is rarely equal: rows change
+    between the read of the source and that of ClickHouse. It is accepted once no difference of an
+    attempt is still there, unchanged, in the next one (``Report.in_flight_only``). A row the
+    pipeline got wrong stays wrong, and shows in every attempt.
+    """
     reader = ClickHouseReader(settings, spec, worker_url)
     deadline = time.monotonic() + wait_s
+    previous: Report | None = None
     try:
         while True:
             try:
@@ -246,8 +271,10 @@ def verify(settings: Settings, spec: Spec, kind: str, source_id: str | None = No
                 continue
             if on_attempt:
                 on_attempt(report)
-            if report.equal or time.monotonic() >= deadline:
+            report.in_flight_only = live and in_flight_only(previous, report)
+            if report.equal or report.in_flight_only or time.monotonic() >= deadline:
                 return report
+            previous = report
             time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
     finally:
         reader.close()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -14,8 +15,8 @@ from cdcapp.sources.connections import connect_sqlite, create_oltp_schema
 
 
 @contextmanager
-def sqlite_source(folder: Path, source_id: str) -> Iterator[Path]:
-    """The database's path, once its relay streams."""
+def sqlite_source(folder: Path, source_id: str, topic_prefix: str | None = None) -> Iterator[Path]:
+    """The database's path, once its relay streams (to ``<topic_prefix>.<table>``, default: the settings')."""
     db = folder / "shop.db"
     conn = connect_sqlite(db)
     create_oltp_schema("sqlite", conn)
@@ -25,6 +26,7 @@ def sqlite_source(folder: Path, source_id: str) -> Iterator[Path]:
         relay = subprocess.Popen(
             [sys.executable, "-m", "cdcapp.cli", "capture", "sqlite", "--db", str(db), "--source-id", source_id],
             stdout=log, stderr=subprocess.STDOUT,
+            env=os.environ | ({"CDCAPP_SOURCE_TOPIC_PREFIX": topic_prefix} if topic_prefix else {}),
         )
     try:
         deadline = time.monotonic() + 60

@@ -13,7 +13,7 @@ from cdcapp.clickhouse.client import ClickHouseUrl
 from cdcapp.sink.policy import FlushPolicy
 from cdcapp.clickhouse.ddl import ddl, table_shapes
 from cdcapp.model.spec import DEFAULT_SPEC, Spec, compile_measure, load_spec
-from cdcapp.tools.verify import compare, fact_sql
+from cdcapp.tools.verify import Report, compare, fact_sql, in_flight_only
 
 SPEC = load_spec()
 
@@ -129,3 +129,21 @@ def test_compare_reports_missing_unexpected_different_and_duplicate_rows() -> No
     assert diff.different == [(row(3, "c"), row(3, "X"))]
     assert row(4, "d") in diff.unexpected and len(diff.unexpected) == 2
     assert not diff.equal
+
+
+def test_a_live_verify_accepts_differences_only_once_none_persists_between_attempts() -> None:
+    shape = table_shapes(SPEC)["dim_product"]
+    row = lambda i, name: (i, name, "c", "1.00", "2024-01-01 00:00:00")  # noqa: E731
+    source = [row(1, "a"), row(2, "b"), row(3, "c")]
+
+    def attempt(actual: list) -> Report:
+        return Report("s", [compare(shape, source, actual)])
+
+    first = attempt([row(1, "a"), row(2, "old")])  # 2 in flight, 3 not there yet
+    assert first.differences == {("dim_product", (2,)), ("dim_product", (3,))}
+    assert not in_flight_only(None, first)
+    # Row 3 still missing: it may be lagging or lost, so not yet.
+    assert not in_flight_only(first, attempt([row(1, "a"), row(2, "b")]))
+    # Other rows changing meanwhile, none of the earlier ones: only changes in flight.
+    assert in_flight_only(first, attempt([row(1, "new"), row(2, "b"), row(3, "c")]))
+    assert not in_flight_only(first, attempt(source))  # equal is equal, not in flight
