@@ -89,11 +89,10 @@ cli.add_typer(dlq_app, name="dlq")
 
 def _letters() -> list:
     from cdcapp.config import get_settings
-    from cdcapp.kafka_admin import dlq_topic
     from cdcapp.tools.dlq import read_letters
 
     settings = get_settings()
-    return asyncio.run(read_letters(settings.kafka_bootstrap, dlq_topic(settings.internal_topic_prefix)))
+    return asyncio.run(read_letters(settings.kafka_bootstrap, settings.internal_topic_prefix))
 
 
 @dlq_app.command("list")
@@ -105,13 +104,14 @@ def dlq_list() -> None:
     from cdcapp.tools.dlq import group
 
     letters = _letters()
-    table = Table("stage", "letters", "cause (values left out)", "oldest (id, UTC)", "newest (id, UTC)")
+    table = Table("stage", "letters", "replayed", "cause (values left out)", "oldest (id, UTC)", "newest (id, UTC)")
     for g in group(letters):
-        table.add_row(g.stage, f"{g.count:,}", g.cause, f"{g.oldest.id}  {g.oldest.when}",
+        table.add_row(g.stage, f"{g.count:,}", f"{g.replayed:,}", g.cause, f"{g.oldest.id}  {g.oldest.when}",
                       f"{g.newest.id}  {g.newest.when}")
     console = Console()
     console.print(table)
-    console.print(f"{len(letters):,} dead letters; `cdcapp dlq show ID` shows one")
+    replayed = sum(1 for letter in letters if letter.replayed)
+    console.print(f"{len(letters):,} dead letters, {replayed:,} of them replayed; `cdcapp dlq show ID` shows one")
 
 
 @dlq_app.command("show")
@@ -135,6 +135,7 @@ def dlq_replay(
     since: str | None = typer.Option(None, "--since", help="Only letters dead-lettered at or after this ISO time "
                                      "(UTC unless it says otherwise)."),
     until: str | None = typer.Option(None, "--until", help="...and at or before this one."),
+    again: bool = typer.Option(False, "--again", help="Also letters replayed before (skipped otherwise)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be sent, send nothing."),
 ) -> None:
     """Send dead letters' original records back to their topics, to be processed again.
@@ -147,8 +148,12 @@ def dlq_replay(
     from cdcapp.config import get_settings
     from cdcapp.tools.dlq import Filter, group, parse_time, replay
 
-    chosen = [letter for letter in _letters()
-              if Filter(stage, error, topic, parse_time(since), parse_time(until))(letter)]
+    matching = [letter for letter in _letters()
+                if Filter(stage, error, topic, parse_time(since), parse_time(until))(letter)]
+    chosen = [letter for letter in matching if again or not letter.replayed]
+    if len(chosen) < len(matching):
+        typer.echo(f"{len(matching) - len(chosen):,} matching letters were replayed before: skipped (--again sends "
+                   "them again)")
     for g in group(chosen):
         typer.echo(f"{g.count:>8,}  {g.stage:<10} {g.cause}")
     if dry_run or not chosen:
@@ -157,7 +162,9 @@ def dlq_replay(
         return
     with Progress(TextColumn("[bold]replay"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
         task = bar.add_task("replay", total=len(chosen))
-        sent = asyncio.run(replay(get_settings().kafka_bootstrap, chosen, lambda letter: bar.advance(task)))
+        settings = get_settings()
+        sent = asyncio.run(replay(settings.kafka_bootstrap, settings.internal_topic_prefix, chosen,
+                                  lambda letter: bar.advance(task), settings.replication_factor))
     typer.echo(f"{sent:,} letters sent back to their topics")
 
 

@@ -121,3 +121,18 @@ def decode_sink_batch(value: bytes) -> list[SinkRow]:
             raise BadMessage(f"not a sink row: {str(item)[:80]}")
         rows.append(SinkRow(item[0], item[1], item[2], item[3] or 0))
     return rows
+
+
+#: the Kafka header ``cdcapp dlq replay`` puts on a record it sends back: the replays so far
+REPLAYS_HEADER = "cdcapp-replays"
+
+
+def replays_of(headers: Any) -> int:
+    """The replay count in a record's headers (aiokafka's (name, bytes) pairs, or Faust's dict)."""
+    for name, value in (headers.items() if isinstance(headers, dict) else headers or ()):
+        if name == REPLAYS_HEADER:
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                return 0
+    return 0

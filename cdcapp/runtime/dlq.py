@@ -15,14 +15,13 @@ from typing import Any
 import faust
 import orjson
 
-from cdcapp.model.messages import SinkRow, encode_batch
+from cdcapp.model.messages import SinkRow, encode_batch, replays_of
 from cdcapp.runtime.metrics import DEAD_LETTERS
 
 log = logging.getLogger(__name__)
 
-
 def dead_letter(stage: str, error: BaseException | str, *, topic: str, partition: int | None, offset: int | None,
-                key: bytes | None, value: bytes | None) -> dict[str, Any]:
+                key: bytes | None, value: bytes | None, replays: int = 0) -> dict[str, Any]:
     return {
         "stage": stage,
         "error": error if isinstance(error, str) else f"{type(error).__name__}: {error}",
@@ -32,6 +31,7 @@ def dead_letter(stage: str, error: BaseException | str, *, topic: str, partition
         "key_b64": base64.b64encode(key).decode() if key is not None else None,
         "value_b64": base64.b64encode(value).decode() if value is not None else None,
         "ts_ms": int(time.time() * 1000),
+        "replays": replays,
     }
 
 
@@ -40,7 +40,8 @@ async def send_dead_letter(dlq: faust.TopicT, message: Any, stage: str, error: B
     """Dead-letter a Kafka message or record (anything with topic, partition, offset, key and
     value), or only ``value`` in its name: the messages of a batch record that failed."""
     letter = dead_letter(stage, error, topic=message.topic, partition=message.partition, offset=message.offset,
-                         key=message.key, value=message.value if value is None else value)
+                         key=message.key, value=message.value if value is None else value,
+                         replays=replays_of(getattr(message, "headers", None)))
     log.warning("dead letter from %s at %s[%s]@%s: %s", stage, message.topic, message.partition,
                 message.offset, letter["error"])
     DEAD_LETTERS.labels(stage).inc()

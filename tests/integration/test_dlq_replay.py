@@ -51,14 +51,26 @@ def test_a_row_for_a_table_the_spec_lacked_is_replayed_once_the_spec_has_it(stac
             "_source": "postgres", "_version": 1000, "_is_deleted": 0}, 0)
         sink_topic = f"{pipeline.settings.internal_topic_prefix}.sink"
         asyncio.run(produce_one(stack.kafka_bootstrap, sink_topic, b"", encode_batch([row.encode()])))
-        dlq = f"{pipeline.settings.internal_topic_prefix}.dlq"
-        wait_for(lambda: asyncio.run(read_letters(stack.kafka_bootstrap, dlq)), 120, "the dead letter")
-        (letter,) = asyncio.run(read_letters(stack.kafka_bootstrap, dlq))
-        assert letter.stage == "sink" and "unknown table 'dim_order'" in letter.error
-        listed = cli(pipeline, "list")
-        assert "1 dead letters" in listed.stdout, listed.stdout + listed.stderr
+        prefix = pipeline.settings.internal_topic_prefix
+
+        def letters() -> list:
+            return asyncio.run(read_letters(stack.kafka_bootstrap, prefix))
+
+        wait_for(letters, 120, "the dead letter")
+        (letter,) = letters()
+        assert letter.stage == "sink" and "unknown table 'dim_order'" in letter.error and letter.replays == 0
         shown = cli(pipeline, "show", letter.id)
         assert shown.returncode == 0 and '"dim_order"' in shown.stdout, shown.stdout + shown.stderr
+
+        # Replayed before the cause is fixed, it fails again: a new letter that counts the replay.
+        early = cli(pipeline, "replay", "--stage", "sink", "--error", "unknown table")
+        assert early.returncode == 0 and "1 letters sent back" in early.stdout, early.stdout + early.stderr
+        wait_for(lambda: len(letters()) == 2, 120, "the replayed record's second letter")
+        first, second = letters()
+        assert first.id == letter.id and first.replayed and not second.replayed
+        assert second.replays == 1 and "unknown table 'dim_order'" in second.error
+        listed = cli(pipeline, "list")
+        assert "2 dead letters, 1 of them replayed" in listed.stdout, listed.stdout + listed.stderr
 
         # The spec gains the table; the worker restarts with it and creates it.
         spec = yaml.safe_load(DEFAULT_SPEC.read_text())
@@ -71,6 +83,7 @@ def test_a_row_for_a_table_the_spec_lacked_is_replayed_once_the_spec_has_it(stac
         pipeline.start_worker()
 
         dry = cli(pipeline, "replay", "--stage", "sink", "--error", "unknown table", "--dry-run")
+        assert "1 matching letters were replayed before: skipped" in dry.stdout, dry.stdout + dry.stderr
         assert "1 letters would be replayed (dry run: nothing sent)" in dry.stdout, dry.stdout + dry.stderr
         done = cli(pipeline, "replay", "--stage", "sink", "--error", "unknown table")
         assert done.returncode == 0 and "1 letters sent back" in done.stdout, done.stdout + done.stderr

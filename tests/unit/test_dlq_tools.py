@@ -48,3 +48,11 @@ def test_replay_goes_back_to_the_partition_that_keeps_each_keys_order() -> None:
     refused = Letter.parse(record(0, 1, "clickhouse", "x", 1, topic="p.sink", source_partition=None,
                                   value=encode_batch([row.encode()])))
     assert destination(refused, lambda topic: 6) == ("p.sink", partition_of(row.sink_key, 6))
+
+
+def test_the_replay_count_is_read_from_either_form_of_headers() -> None:
+    from cdcapp.model.messages import REPLAYS_HEADER, replays_of
+
+    assert replays_of(((REPLAYS_HEADER, b"2"), ("other", b"x"))) == 2
+    assert replays_of({REPLAYS_HEADER: b"3"}) == 3
+    assert replays_of(None) == replays_of(()) == replays_of([(REPLAYS_HEADER, b"junk")]) == 0
