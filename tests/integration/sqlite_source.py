@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cdcapp.sources.connections import connect_sqlite, create_oltp_schema
+from cdcapp.tools.workload import run_workload
 
 
 @contextmanager
@@ -37,3 +38,12 @@ def sqlite_source(folder: Path, source_id: str, topic_prefix: str | None = None)
     finally:
         relay.terminate()
         relay.wait(30)
+
+
+def write_changes(db: Path, changes: int, seed: int) -> None:
+    """The generator's workload on the database, as fast as it goes."""
+    conn = connect_sqlite(db)
+    try:
+        run_workload(conn, "sqlite", rate=0, changes=changes, seed=seed)
+    finally:
+        conn.close()

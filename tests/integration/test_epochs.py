@@ -20,7 +20,7 @@ from cdcapp.sources.connections import connect_sqlite, create_oltp_schema
 from cdcapp.sources import sqlite as capture
 from cdcapp.tools.epochs import EpochRefused, reset_epoch_sync
 from cdcapp.tools.pipeline import Pipeline
-from cdcapp.tools.workload import run_workload
+from tests.integration.sqlite_source import write_changes
 
 pytestmark = pytest.mark.stack
 
@@ -47,14 +47,6 @@ def wait_streaming(log: Path, starts: int) -> None:
         time.sleep(0.2)
 
 
-def write(db: Path, changes: int, seed: int) -> None:
-    conn = connect_sqlite(db)
-    try:
-        run_workload(conn, "sqlite", rate=0, changes=changes, seed=seed)
-    finally:
-        conn.close()
-
-
 def test_a_new_epoch_orders_restarted_positions_above_the_old(stack: Settings, tmp_path: Path) -> None:
     db = tmp_path / "shop.db"
     conn = connect_sqlite(db)
@@ -69,7 +61,7 @@ def test_a_new_epoch_orders_restarted_positions_above_the_old(stack: Settings, t
     worker = pipeline.start_worker()
     try:
         wait_streaming(log, 1)
-        write(db, 3_000, seed=1)
+        write_changes(db, 3_000, seed=1)
         report = pipeline.verify("sqlite", source_id, db, wait_s=300)
         assert report.equal, report.render()
 
@@ -88,7 +80,7 @@ def test_a_new_epoch_orders_restarted_positions_above_the_old(stack: Settings, t
         worker.start().wait_ready()
         process = relay(db, source_id, log, pipeline)
         wait_streaming(log, 2)
-        write(db, 3_000, seed=2)
+        write_changes(db, 3_000, seed=2)
         report = pipeline.verify("sqlite", source_id, db, wait_s=300)
         assert report.equal, report.render()
         # The positions did restart: the new capture's snapshot sits at the start of its log.

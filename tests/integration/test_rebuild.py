@@ -24,8 +24,8 @@ from cdcapp.config import Settings
 from cdcapp.model.spec import DEFAULT_SPEC, load_spec
 from cdcapp.sources.connections import connect_sqlite
 from cdcapp.tools.pipeline import Pipeline
-from cdcapp.tools.workload import BackgroundWorkload, run_workload
-from tests.integration.sqlite_source import sqlite_source
+from cdcapp.tools.workload import BackgroundWorkload
+from tests.integration.sqlite_source import sqlite_source, write_changes
 
 pytestmark = pytest.mark.stack
 
@@ -58,14 +58,6 @@ class Reader(threading.Thread):
             target.close()
 
 
-def write(db: Path, changes: int, seed: int) -> None:
-    conn = connect_sqlite(db)
-    try:
-        run_workload(conn, "sqlite", rate=0, changes=changes, seed=seed)
-    finally:
-        conn.close()
-
-
 def test_rebuild_fills_a_new_fact_column_for_all_history_and_swaps(stack: Settings, tmp_path: Path) -> None:
     before = yaml.safe_load(DEFAULT_SPEC.read_text())
     del before["facts"][0]["columns"]["product_name"]
@@ -77,7 +69,7 @@ def test_rebuild_fills_a_new_fact_column_for_all_history_and_swaps(stack: Settin
     source_id = f"sqlite-{pipeline.settings.app_id}"
     with sqlite_source(tmp_path, source_id, pipeline.settings.source_topic_prefix) as db:
         old_worker = pipeline.start_worker()
-        write(db, 2_000, seed=1)
+        write_changes(db, 2_000, seed=1)
         report = pipeline.verify("sqlite", source_id, db, wait_s=300)
         assert report.equal, report.render()
 
@@ -106,7 +98,7 @@ def test_rebuild_fills_a_new_fact_column_for_all_history_and_swaps(stack: Settin
             app.finish()
             reader.done.set()
             reader.join(30)
-        write(db, 1_000, seed=2)
+        write_changes(db, 1_000, seed=2)
         report = pipeline.verify("sqlite", source_id, db, wait_s=300)
         assert report.equal, report.render()
         pipeline.stop()
