@@ -12,12 +12,14 @@ from typing import Any
 
 @cache
 def _app() -> Any:
+    import atexit
     import sys
 
     from cdcapp.clickhouse.generation import GenerationError, resolve
     from cdcapp.config import get_settings
     from cdcapp.model.spec import load_spec
     from cdcapp.runtime.app import create_app, tune_garbage_collector
+    from cdcapp.stack.prometheus import announce
 
     settings = get_settings()
     spec = load_spec(settings.spec_path)
@@ -30,6 +32,9 @@ def _app() -> Any:
         echo(str(exc))
         raise SystemExit(2) from None
     app = create_app(settings, spec)
+    # The native stack's Prometheus finds the workers of this machine by these files.
+    target = announce(settings, settings.app_id, settings.web_host, settings.web_port)
+    atexit.register(target.unlink, missing_ok=True)
     tune_garbage_collector()
     return app
 

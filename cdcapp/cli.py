@@ -302,6 +302,30 @@ def backfill(
 
 
 @cli.command()
+def status(as_json: bool = typer.Option(False, "--json", help="The same content as JSON.")) -> None:
+    """Every stage at a glance: capture, Kafka, workers, ClickHouse, dead letters (exit 1 when unhealthy)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from cdcapp.config import get_settings
+    from cdcapp.model.spec import load_spec
+    from cdcapp.tools.status import gather
+
+    settings = get_settings()
+    found = gather(settings, load_spec(settings.spec_path))
+    if as_json:
+        typer.echo(found.to_json().decode())
+    else:
+        table = Table("stage", "what", "", "state", title=f"cdcapp status: {found.app_id}")
+        for check in found.checks:
+            table.add_row(check.area, check.name, "[green]ok" if check.ok else "[bold red]FAIL", check.detail)
+        console = Console(width=max(120, Console().width))
+        console.print(table)
+        console.print("[green]healthy" if found.healthy else "[bold red]unhealthy")
+    raise typer.Exit(0 if found.healthy else 1)
+
+
+@cli.command()
 def rebuild(
     source: list[str] = typer.Option(..., "--source", help="A source feeding the pipeline, as kind[=source id] "
                                      "(postgres, mariadb, sqlite=<relay's --source-id>); repeat for each."),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -56,6 +57,9 @@ class Settings(BaseSettings):
         default=None, repr=False, description="Bearer token the /sql/ view requires. Without one, /sql/ answers "
         "only when the web server binds a loopback address.",
     )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Worker log lines: Faust's text, or one JSON object per line.",
+    )
     spec_path: Path | None = Field(default=None, description="Pipeline spec YAML; default: built-in e-commerce.")
 
     # --- Sink -----------------------------------------------------------------------
@@ -87,6 +91,7 @@ class Settings(BaseSettings):
     clickhouse_port: int = Field(default=19000, description="ClickHouse server native-protocol port.")
     clickhouse_http_port: int = Field(default=18123, description="ClickHouse server HTTP port.")
     clickhouse_db: str = Field(default="olap_db", description="ClickHouse database the demo and tests use.")
+    prometheus_port: int = Field(default=19090, description="Prometheus web port (it scrapes the workers).")
 
     @property
     def state_path(self) -> Path:

@@ -21,10 +21,13 @@ from cdcapp.clickhouse.client import ClickHouse
 from cdcapp.config import Settings
 from cdcapp.debezium.epochs import Epochs
 from cdcapp.kafka_admin import epochs_topic, read_latest
+from cdcapp.logfmt import json_logging
 from cdcapp.model.spec import Spec, load_spec
 from cdcapp.runtime import ingest, sink, stage, web
 from cdcapp.runtime.faust import pinned
 from cdcapp.runtime.faust.transport import Transport
+from cdcapp.runtime.live import Live
+from cdcapp.runtime.metrics import CONSUMER_LAG
 from cdcapp.runtime.schema import SchemaSync
 from cdcapp.runtime.tables import StageTables
 from cdcapp.runtime.topics import Topics, create_declared_topics
@@ -107,6 +110,7 @@ def create_app(settings: Settings, spec: Spec | None = None) -> CdcApp:
         # Messages waiting per agent: a message is a run of up to 2,000 source records or a stage
         # record of up to 2,000 messages, so Faust's 4,096 would hold gigabytes under a backlog.
         stream_buffer_maxsize=32,
+        logging_config=json_logging() if settings.log_format == "json" else None,
     )
     topics = Topics.declare(app, spec, settings)
     app.bulk_topics = frozenset(t.get_topic_name() for t in topics.sources.values())
@@ -121,9 +125,26 @@ def create_app(settings: Settings, spec: Spec | None = None) -> CdcApp:
     sink.register(app, topics, event_sink, acks, clickhouse, schema,
                   check_interval_s=min(0.1, settings.flush_interval_ms / 4000))
     app.pipeline = Pipeline(settings, spec, topics, stage_tables, event_sink, clickhouse, epochs)
-    web.register(app, spec, stage_tables, event_sink, clickhouse, settings.partitions, settings.web_token)
+    web.register(app, spec, stage_tables, event_sink, clickhouse, settings.partitions, Live(settings, clickhouse),
+                 settings.web_token)
     watch_generation(app, clickhouse, settings.app_id)
+    report_consumer_lag(app)
     return app
+
+
+def report_consumer_lag(app: faust.App) -> None:
+    """``cdcapp_consumer_lag_messages`` of the partitions this worker reads, once a second."""
+
+    @app.timer(interval=1.0, name="cdcapp.consumer-lag")
+    async def consumer_lag() -> None:
+        consumer = app.consumer
+        CONSUMER_LAG.clear()  # partitions move between workers: report only the ones held now
+        for tp in consumer.assignment():
+            if tp.topic.endswith("-changelog"):
+                continue
+            end, read = consumer.highwater(tp), consumer._read_offset[tp]
+            if end is not None and read is not None:  # before the first read the position is not known here
+                CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, end - (read + 1)))
 
 
 def watch_generation(app: faust.App, clickhouse: ClickHouse, app_id: str) -> None:

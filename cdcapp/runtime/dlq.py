@@ -44,7 +44,8 @@ async def send_dead_letter(dlq: faust.TopicT, message: Any, stage: str, error: B
                          replays=replays_of(getattr(message, "headers", None)))
     log.warning("dead letter from %s at %s[%s]@%s: %s", stage, message.topic, message.partition,
                 message.offset, letter["error"])
-    DEAD_LETTERS.labels(stage).inc()
+    # The error's type only: a label must not take every value an error text has.
+    DEAD_LETTERS.labels(stage, type(error).__name__ if not isinstance(error, str) else error.split(":", 1)[0][:60]).inc()
     await dlq.send(key=message.key, value=orjson.dumps(letter))
 
 
@@ -56,6 +57,6 @@ async def send_refused_row(dlq: faust.TopicT, sink_topic: str, table: str, key: 
     value = encode_batch([SinkRow(table, key, row, 0).encode()])
     letter = dead_letter("clickhouse", error, topic=sink_topic, partition=None, offset=None,
                          key=key.encode(), value=value)
-    DEAD_LETTERS.labels("clickhouse").inc()
+    DEAD_LETTERS.labels("clickhouse", "refused").inc()
     await dlq.send(key=key.encode(), value=orjson.dumps(letter))
 

@@ -19,7 +19,8 @@ STALE_CHANGES = Counter(
     ["source", "entity", "reason"], registry=REGISTRY,
 )
 DEAD_LETTERS = Counter(
-    "cdcapp_dead_letters_total", "Events sent to the dead-letter topic, by stage.", ["stage"], registry=REGISTRY,
+    "cdcapp_dead_letters_total", "Events sent to the dead-letter topic, by stage and reason (the error's type).",
+    ["stage", "reason"], registry=REGISTRY,
 )
 SINK_ROWS = Counter("cdcapp_sink_rows_total", "Rows inserted into ClickHouse.", ["table"], registry=REGISTRY)
 SINK_ROWS_COALESCED = Counter(
@@ -30,12 +31,22 @@ SINK_FLUSH_SECONDS = Histogram(
     "cdcapp_sink_flush_seconds", "Time to insert one flush into ClickHouse.", registry=REGISTRY,
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+SINK_FLUSH_ROWS = Histogram(
+    "cdcapp_sink_flush_rows", "Rows inserted by one flush (all tables).", registry=REGISTRY,
+    buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10_000, 25_000, 50_000),
+)
 SINK_ERRORS = Counter("cdcapp_sink_errors_total", "Failed ClickHouse inserts (retried).", registry=REGISTRY)
 SINK_BUFFERED = Gauge("cdcapp_sink_buffered_rows", "Rows waiting in the sink buffer.", registry=REGISTRY)
 END_TO_END_LAG = Histogram(
     "cdcapp_end_to_end_lag_seconds",
-    "From the source commit (source.ts_ms) to the row being in ClickHouse.", registry=REGISTRY,
-    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900),
+    "From the source commit (source.ts_ms) to the row being in ClickHouse, by ClickHouse table.", ["table"],
+    registry=REGISTRY,
+    buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60, 120, 300, 600),
+)
+CONSUMER_LAG = Gauge(
+    "cdcapp_consumer_lag_messages",
+    "Records of a partition this worker owns that it has not read yet (the partition's end offset minus its "
+    "position), by topic and partition; checked every second.", ["topic", "partition"], registry=REGISTRY,
 )
 STALE_DELIVERIES = Counter(
     "cdcapp_rebalance_stale_deliveries_total",

@@ -19,8 +19,8 @@ from cdcapp.model.messages import BadMessage, decode_sink_batch
 from cdcapp.model.spec import Spec
 from cdcapp.retry import Backoff
 from cdcapp.runtime.dlq import send_dead_letter, send_refused_row
-from cdcapp.runtime.metrics import (END_TO_END_LAG, SINK_BUFFERED, SINK_ERRORS, SINK_FLUSH_SECONDS, SINK_ROWS,
-                                    SINK_ROWS_COALESCED)
+from cdcapp.runtime.metrics import (END_TO_END_LAG, SINK_BUFFERED, SINK_ERRORS, SINK_FLUSH_ROWS, SINK_FLUSH_SECONDS,
+                                    SINK_ROWS, SINK_ROWS_COALESCED)
 from cdcapp.runtime.schema import SchemaSync
 from cdcapp.runtime.topics import Topics
 from cdcapp.sink.buffer import BadSinkRow, SinkBuffer, UnknownColumns
@@ -67,12 +67,16 @@ def _observe(sink: EventSink, flushed: Flushed[faust.EventT] | None) -> None:
     if flushed is None:
         return
     SINK_FLUSH_SECONDS.observe(flushed.seconds)
+    SINK_FLUSH_ROWS.observe(flushed.batch.rows)
+    log.info("flushed %d rows in %.0f ms: %s", flushed.batch.rows, flushed.seconds * 1000,
+             ", ".join(f"{shape.name} {len(rows)}" for shape, rows in flushed.batch.tables))
     stored_at_ms = time.time() * 1000
-    for ts in flushed.batch.timestamps:
-        if ts:
-            END_TO_END_LAG.observe(max(0.0, (stored_at_ms - ts) / 1000))
-    for shape, rows in flushed.batch.tables:
+    for (shape, rows), timestamps in zip(flushed.batch.tables, flushed.batch.timestamps):
         SINK_ROWS.labels(shape.name).inc(len(rows))
+        lag = END_TO_END_LAG.labels(shape.name)
+        for ts in timestamps:
+            if ts:
+                lag.observe(max(0.0, (stored_at_ms - ts) / 1000))
     SINK_ROWS_COALESCED.inc(flushed.batch.received - flushed.batch.rows)
 
 

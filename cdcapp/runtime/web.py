@@ -13,6 +13,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import itertools
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -24,6 +25,7 @@ from cdcapp.clickhouse.client import ClickHouse, ClickHouseUrl
 from cdcapp.clickhouse.readonly import Refused
 from cdcapp.model.messages import partition_of
 from cdcapp.model.spec import Spec
+from cdcapp.runtime.live import SAMPLE_EVERY_S, Live
 from cdcapp.runtime.sink import EventSink
 from cdcapp.runtime.tables import StageTables
 
@@ -50,12 +52,14 @@ def sql_refusal(authorization: str | None, token: str | None, web_host: str) -> 
     return None
 
 
+PAGE = (Path(__file__).parent / "status.html").read_bytes()
+
+
 def register(app: faust.App, spec: Spec, tables: dict[str, StageTables], sink: EventSink,
-             clickhouse: ClickHouse, partitions: int, token: str | None = None) -> None:
-    @app.page("/status/")
-    async def status(web: View, request: Request) -> Response:
+             clickhouse: ClickHouse, partitions: int, live: Live, token: str | None = None) -> None:
+    def worker_status() -> dict[str, Any]:
         assignment = sorted(f"{tp.topic}[{tp.partition}]" for tp in app.assignor.assigned_actives())
-        return web.json({
+        return {
             "app": app.conf.id,
             "worker": f"{app.conf.web_host}:{app.conf.web_port}",
             "clickhouse": ClickHouseUrl.parse(clickhouse.url).redacted(),
@@ -68,7 +72,26 @@ def register(app: faust.App, spec: Spec, tables: dict[str, StageTables], sink: E
                 "last_flush_age_s": round(sink.clock() - sink.last_flush_at, 3) if sink.last_flush_at else None,
                 "last_error": sink.last_error,
             },
-        })
+        }
+
+    @app.page("/status/")
+    async def status(web: View, request: Request) -> Response:
+        return web.json(worker_status())
+
+    @app.page("/status/live/")
+    async def status_live(web: View, request: Request) -> Response:
+        body = {**worker_status(), **live.view(), "table_names": [d.table for d in spec.dimensions] +
+                [f.table for f in spec.facts]}
+        return web.bytes(orjson.dumps(body), content_type="application/json")
+
+    @app.page("/")
+    async def page(web: View, request: Request) -> Response:
+        return web.bytes(PAGE, content_type="text/html")
+
+    @app.timer(interval=SAMPLE_EVERY_S, name="cdcapp.status-page")
+    async def sample() -> None:
+        live.sample()
+        await live.refresh()
 
     @app.page("/metrics")
     async def metrics(web: View, request: Request) -> Response:

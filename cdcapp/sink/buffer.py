@@ -38,8 +38,8 @@ class Batch(Generic[Token]):
     tables: list[tuple[TableShape, list[dict[str, Any]]]]
     #: the entity key of each row of ``tables``, table by table
     keys: list[list[str]]
-    #: source commit times (``source.ts_ms``) of the rows, for the end-to-end lag
-    timestamps: list[int]
+    #: source commit times (``source.ts_ms``) of the rows, table by table, for the end-to-end lag
+    timestamps: list[list[int]]
     tokens: list[Token]
     #: rows received, before the newest per key was kept
     received: int = 0
@@ -92,7 +92,7 @@ class SinkBuffer(Generic[Token]):
             if shape.extra:
                 _fill_extra(shape, rows)
         keys = [list(rows) for rows in self.rows.values()]
-        timestamps = [ts for rows in self.rows.values() for _, ts in rows.values()]
+        timestamps = [[ts for _, ts in rows.values()] for rows in self.rows.values()]
         batch = Batch(tables, keys, timestamps, self.tokens, self.received)
         self.rows, self.tokens, self.received, self.size = {}, [], 0, 0
         return batch

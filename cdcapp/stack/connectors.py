@@ -207,3 +207,11 @@ class Connector(Service):
     def stop(self) -> bool:
         # The config stays in Connect's topics; stopping Connect stops the connector.
         return False
+
+
+def deployed_states(settings: Settings) -> list[tuple[str, str | None]]:
+    """(name, None when capturing else why not) of each cdcapp connector deployed in Connect;
+    ``ProbeFailed`` when Connect does not answer."""
+    connectors = [Connector(settings, source) for source in SOURCES]
+    deployed = set(rest(f"{connectors[0].endpoints.connect_url}/connectors", timeout=5))
+    return [(c.spec["name"], c.check()) for c in connectors if c.spec["name"] in deployed]

@@ -18,6 +18,7 @@ from cdcapp.stack.install import ensure_installed
 from cdcapp.stack.kafka import Kafka
 from cdcapp.stack.mariadb import MariaDB
 from cdcapp.stack.postgres import Postgres
+from cdcapp.stack.prometheus import Prometheus
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ def services(settings: Settings | None = None) -> list[Service]:
     s = settings or get_settings()
     return [
         Postgres(s), MariaDB(s), ClickHouse(s), Kafka(s), Connect(s),
-        *(Connector(s, source) for source in SOURCES),
+        *(Connector(s, source) for source in SOURCES), Prometheus(s),
     ]
 
 

@@ -17,7 +17,9 @@ APT_PACKAGES = {
     "postgresql": str(PG_BIN / "postgres"),
     "mariadb-server": "mariadbd",
     "clickhouse-server": "clickhouse-server",
+    "clickhouse-client": "clickhouse-client",
     "openjdk-17-jre-headless": "java",
+    "prometheus": "prometheus",
 }
 MAVEN_PACKAGE = ("maven", "mvn")
 POLICY_RC_D = Path("/usr/sbin/policy-rc.d")

@@ -27,6 +27,7 @@ CONTAINER_PORTS = {
     "clickhouse": [(DEFAULTS.clickhouse_port, 9000), (DEFAULTS.clickhouse_http_port, 8123)],
     "kafka": [(DEFAULTS.kafka_port, DEFAULTS.kafka_port)],
     "connect": [(DEFAULTS.connect_port, 8083)],
+    "prometheus": [(DEFAULTS.prometheus_port, 9090)],
 }
 # Broker settings both stacks must share (listeners and paths differ by nature).
 BROKER_KEYS = [
@@ -56,7 +57,8 @@ def option(command: list[str], name: str) -> str:
 
 
 def test_services() -> None:
-    assert {"postgres", "mariadb", "clickhouse", "kafka", "connect", "connectors", "worker"} <= set(SERVICES)
+    assert {"postgres", "mariadb", "clickhouse", "kafka", "connect", "connectors", "worker", "prometheus",
+            "grafana"} <= set(SERVICES)
 
 
 @pytest.mark.parametrize("service", sorted(CONTAINER_PORTS))
@@ -203,3 +205,27 @@ def test_worker() -> None:
     assert svc["build"]["context"] == "."
     assert svc["ports"] == ["127.0.0.1:6066:6066"], "the web views are published on the host's loopback only"
     assert e["CDCAPP_WEB_TOKEN"] == "${CDCAPP_WEB_TOKEN:-}"
+
+
+def test_prometheus_scrapes_the_worker_with_the_native_alert_rules() -> None:
+    from cdcapp.stack.prometheus import RULES
+
+    config = yaml.safe_load(COMPOSE["configs"]["prometheus-config"]["content"])
+    (job,) = config["scrape_configs"]
+    assert job["job_name"] == "cdcapp-workers" and job["static_configs"][0]["targets"] == ["worker:6066"]
+    mounted = [v for v in SERVICES["prometheus"]["volumes"] if v.endswith(":/etc/prometheus/alerts.yml:ro")]
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    assert (ROOT / mounted[0].split(":")[0]).resolve() == RULES
+
+
+def test_grafana_is_provisioned_with_the_dashboard_and_prometheus() -> None:
+    import json
+
+    svc = SERVICES["grafana"]
+    assert svc["ports"] == ["127.0.0.1:13000:3000"]
+    datasource = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())
+    (source,) = datasource["datasources"]
+    assert source["url"] == "http://prometheus:9090"
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/cdcapp.json").read_text())
+    uids = {t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]}
+    assert uids == {source["uid"]}
