@@ -17,18 +17,18 @@ def _app() -> Any:
 
     from cdcapp.clickhouse.generation import GenerationError, resolve
     from cdcapp.config import get_settings
-    from cdcapp.model.spec import load_spec
+    from cdcapp.model.spec import SpecError, load_spec
     from cdcapp.runtime.app import create_app, tune_garbage_collector
     from cdcapp.stack.prometheus import announce
 
-    settings = get_settings()
-    spec = load_spec(settings.spec_path)
     def echo(line: str) -> None:
         print(f"cdcapp worker: {line}", file=sys.stderr, flush=True)
 
+    settings = get_settings()
     try:
+        spec = load_spec(settings.spec_path)
         settings = resolve(settings, spec, echo)
-    except GenerationError as exc:
+    except (SpecError, GenerationError) as exc:  # one line for the operator, not a traceback
         echo(str(exc))
         raise SystemExit(2) from None
     app = create_app(settings, spec)

@@ -7,11 +7,15 @@ import logging
 import signal
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from cdcapp.sources.sqlite.triggers import DEFAULT_TABLES
 from cdcapp.stack.cli import stack_app
+
+if TYPE_CHECKING:
+    from cdcapp.config import Settings
 
 cli = typer.Typer(no_args_is_help=True, help="Change-data-capture from OLTP databases into ClickHouse.")
 cli.add_typer(stack_app, name="stack")
@@ -69,11 +73,10 @@ def reset_epoch(
     Stop the workers and the source's connector (or relay) first; afterwards start the workers,
     then the connector with a new snapshot (docs/operations.md).
     """
-    from cdcapp.config import get_settings
     from cdcapp.model.spec import load_spec
     from cdcapp.tools.epochs import EpochRefused, reset_epoch_sync
 
-    settings = get_settings()
+    settings = _live_settings()
     try:
         new = reset_epoch_sync(settings, load_spec(settings.spec_path), source_id)
     except (EpochRefused, ValueError) as e:
@@ -87,11 +90,21 @@ dlq_app = typer.Typer(no_args_is_help=True, help="The dead-letter topic: what fa
 cli.add_typer(dlq_app, name="dlq")
 
 
-def _letters() -> list:
+def _live_settings() -> "Settings":
+    """The settings of the live generation (a rebuild moves the pipeline to new topics)."""
+    from cdcapp.clickhouse.generation import live
     from cdcapp.config import get_settings
-    from cdcapp.tools.dlq import read_letters
+    from cdcapp.model.spec import load_spec
 
     settings = get_settings()
+    return live(settings, load_spec(settings.spec_path), lambda line: typer.secho(line, fg=typer.colors.YELLOW,
+                                                                                   err=True))
+
+
+def _letters() -> list:
+    from cdcapp.tools.dlq import read_letters
+
+    settings = _live_settings()
     return asyncio.run(read_letters(settings.kafka_bootstrap, settings.internal_topic_prefix))
 
 
@@ -145,7 +158,6 @@ def dlq_replay(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from cdcapp.config import get_settings
     from cdcapp.tools.dlq import Filter, group, parse_time, replay
 
     matching = [letter for letter in _letters()
@@ -162,7 +174,7 @@ def dlq_replay(
         return
     with Progress(TextColumn("[bold]replay"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
         task = bar.add_task("replay", total=len(chosen))
-        settings = get_settings()
+        settings = _live_settings()
         sent = asyncio.run(replay(settings.kafka_bootstrap, settings.internal_topic_prefix, chosen,
                                   lambda letter: bar.advance(task), settings.replication_factor))
     typer.echo(f"{sent:,} letters sent back to their topics")
@@ -301,6 +313,50 @@ def backfill(
         raise typer.Exit(0 if report.equal else 1)
 
 
+spec_app = typer.Typer(no_args_is_help=True, help="The pipeline spec: what the worker will build from it.")
+cli.add_typer(spec_app, name="spec")
+
+
+@spec_app.command("check")
+def spec_check(path: Path | None = typer.Argument(None, help="The spec file (default: CDCAPP_SPEC_PATH, else the "
+                                                  "built-in one).")) -> None:
+    """Print the model (entities, refs, dimensions, facts with their join paths) and the ClickHouse
+    DDL; a mistake is one line naming the file and the place in it (exit 2)."""
+    from cdcapp.clickhouse.client import ClickHouseUrl
+    from cdcapp.clickhouse.ddl import ddl
+    from cdcapp.config import get_settings
+    from cdcapp.model.spec import load_spec
+
+    settings = get_settings()
+    source = path or settings.spec_path
+    spec = load_spec(source)
+    typer.echo(f"spec {source or 'built-in (cdcapp/model/specs/ecommerce.yaml)'}: ok")
+    typer.echo("entities:")
+    for name, entity in spec.entities.items():
+        refs = ", ".join(f"{r} -> {ref.entity} ({', '.join(ref.columns)})" for r, ref in entity.refs.items())
+        typer.echo(f"  {name}: key ({', '.join(entity.key)}), {len(entity.columns)} columns"
+                   + (f"; refs {refs}" if refs else ""))
+    typer.echo("dimensions:")
+    for dim in spec.dimensions:
+        kind = "mirrors the source table" if dim.columns == "all" else "spec columns"
+        typer.echo(f"  {dim.table} <- {dim.entity} ({kind})")
+    typer.echo("facts:")
+    for fact in spec.facts:
+        typer.echo(f"  {fact.table}: one row per {fact.entity}")
+        for column, path_text in fact.columns.items():
+            refs, source_column, column_type = spec.resolve_path(fact.entity, path_text)
+            current = trail = fact.entity
+            for ref_name in refs:
+                current = spec.entities[current].refs[ref_name].entity
+                trail += f" -{ref_name}-> {current}"
+            typer.echo(f"    {column} {column_type.name} = {trail}.{source_column}")
+        for name, measure in fact.measures.items():
+            typer.echo(f"    {name} {measure.type} = {measure.expr}")
+    typer.echo("ClickHouse DDL:")
+    for statement in ddl(spec, ClickHouseUrl.parse(settings.resolved_clickhouse_url).database or spec.database):
+        typer.echo(f"  {statement};")
+
+
 @cli.command()
 def status(as_json: bool = typer.Option(False, "--json", help="The same content as JSON.")) -> None:
     """Every stage at a glance: capture, Kafka, workers, ClickHouse, dead letters (exit 1 when unhealthy)."""
@@ -422,7 +478,13 @@ def bench(
 
 
 def main() -> None:
-    cli()
+    from cdcapp.model.spec import SpecError
+
+    try:
+        cli()
+    except SpecError as exc:  # one line, not a traceback: the file and the place in it
+        typer.secho(f"spec: {exc}", fg=typer.colors.RED, err=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

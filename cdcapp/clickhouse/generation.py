@@ -122,6 +122,22 @@ def resolve(settings: Settings, spec: Spec, echo: Callable[[str], None] = log.in
     return applied(settings, generation)
 
 
+def live(settings: Settings, spec: Spec, echo: Callable[[str], None]) -> Settings:
+    """The settings of the generation writing the database now, for the tools (one look, no wait;
+    when ClickHouse does not answer, the settings as they are, with a word to ``echo``)."""
+    if not settings.resolved_clickhouse_url.startswith("clickhouse://"):
+        return settings
+    try:
+        target = open_target(settings.resolved_clickhouse_url, spec.database)
+        try:
+            return applied(settings, current(target))
+        finally:
+            target.close()
+    except Exception as exc:  # noqa: BLE001 - the tool still works on the settings' own generation
+        echo(f"ClickHouse did not say which generation is live ({exc}); using {settings.app_id}")
+        return settings
+
+
 def superseded(target: Target, app_id: str) -> Generation | None:
     """The record that hands the database to another generation than ``app_id``, if any."""
     generation = current(target)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cdcapp.model.types import ColumnType, parse_type
 
@@ -69,7 +69,7 @@ class Spec(_Frozen):
     def _check(self) -> "Spec":
         for name, entity in self.entities.items():
             for column, type_name in entity.columns.items():
-                parse_type(type_name)
+                _named(f"entity {name}: column {column}", parse_type, type_name)
             missing = [c for c in entity.key if c not in entity.columns]
             if missing:
                 raise ValueError(f"entity {name}: key columns {missing} are not among its columns")
@@ -91,10 +91,10 @@ class Spec(_Frozen):
             if fact.entity not in self.entities:
                 raise ValueError(f"fact {fact.table}: unknown entity {fact.entity}")
             for column, path in fact.columns.items():
-                self.resolve_path(fact.entity, path)
+                _named(f"fact {fact.table}: column {column}", self.resolve_path, fact.entity, path)
             for name, measure in fact.measures.items():
-                parse_type(measure.type)
-                compile_measure(measure.expr, set(fact.columns))
+                _named(f"fact {fact.table}: measure {name}", parse_type, measure.type)
+                _named(f"fact {fact.table}: measure {name}", compile_measure, measure.expr, set(fact.columns))
         tables = [d.table for d in self.dimensions] + [f.table for f in self.facts]
         if len(tables) != len(set(tables)):
             raise ValueError(f"table names must be unique: {tables}")
@@ -143,10 +143,37 @@ class Spec(_Frozen):
         return {c: parse_type(t) for c, t in self.entities[entity].columns.items()}
 
 
+def _named(where: str, check: Callable[..., Any], *args: Any) -> Any:
+    """``check(*args)``, its ValueError prefixed with where in the spec it was found."""
+    try:
+        return check(*args)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used, said in one line: the file, where in it, what is wrong."""
+
+
 def load_spec(path: Path | None = None) -> Spec:
     source = path or DEFAULT_SPEC
-    with open(source, encoding="utf-8") as handle:
-        return Spec.model_validate(yaml.safe_load(handle))
+    try:
+        with open(source, encoding="utf-8") as handle:
+            document = yaml.safe_load(handle)
+    except OSError as exc:
+        raise SpecError(f"{source}: cannot be read: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise SpecError(f"{source}: {where}not YAML: {getattr(exc, 'problem', None) or exc}") from None
+    try:
+        return Spec.model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        message = str(first["msg"]).removeprefix("Value error, ")
+        location = ".".join(str(part) for part in first["loc"])
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise SpecError(f"{source}: {location + ': ' if location else ''}{message}{more}") from None
 
 
 _BINOPS: dict[type, Callable[[Decimal, Decimal], Decimal]] = {

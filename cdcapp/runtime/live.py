@@ -1,9 +1,10 @@
 """What the worker's status page shows, gathered without burdening anything it watches.
 
 Every 2 s the worker samples its own metrics (rows stored and the lag histogram per table,
-consumer lag, dead letters) into a five-minute ring, from which the page draws its charts. The
-connectors are checked every 5 s on a thread (``cdcapp.stack.connectors``: state and stall), and
-ClickHouse's row counts come from ``system.parts`` every 10 s: metadata, no table scan.
+consumer lag, dead letters) into a five-minute ring, from which the page draws its charts. While
+someone has the page open (a request in the last 30 s), the connectors are checked every 5 s on
+a thread (``cdcapp.stack.connectors``: state and stall), and ClickHouse's row counts come from
+``system.parts`` every 10 s: metadata, no table scan.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from cdcapp.runtime.metrics import CONSUMER_LAG, DEAD_LETTERS, END_TO_END_LAG, S
 SAMPLE_EVERY_S = 2.0
 KEPT = 150  # samples: five minutes
 QUANTILE = 0.99
+WATCHED_FOR_S = 30.0
 
 
 def _samples(metric: Any) -> list[Any]:
@@ -81,6 +83,14 @@ class Live:
     connectors: list[dict[str, Any]] = field(default_factory=list)
     stored_rows: dict[str, int] = field(default_factory=dict)
     checked_at: dict[str, float] = field(default_factory=dict)
+    viewed_at: float = float("-inf")
+
+    def viewed(self) -> None:
+        self.viewed_at = time.monotonic()
+
+    @property
+    def watched(self) -> bool:
+        return time.monotonic() - self.viewed_at < WATCHED_FOR_S
 
     def sample(self) -> None:
         self.samples.append(take_sample(time.time()))

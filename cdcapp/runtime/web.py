@@ -80,6 +80,7 @@ def register(app: faust.App, spec: Spec, tables: dict[str, StageTables], sink: E
 
     @app.page("/status/live/")
     async def status_live(web: View, request: Request) -> Response:
+        live.viewed()
         body = {**worker_status(), **live.view(), "table_names": [d.table for d in spec.dimensions] +
                 [f.table for f in spec.facts]}
         return web.bytes(orjson.dumps(body), content_type="application/json")
@@ -91,7 +92,8 @@ def register(app: faust.App, spec: Spec, tables: dict[str, StageTables], sink: E
     @app.timer(interval=SAMPLE_EVERY_S, name="cdcapp.status-page")
     async def sample() -> None:
         live.sample()
-        await live.refresh()
+        if live.watched:
+            await live.refresh()
 
     @app.page("/metrics")
     async def metrics(web: View, request: Request) -> Response:

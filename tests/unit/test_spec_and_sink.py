@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 import yaml
@@ -147,3 +148,46 @@ def test_a_live_verify_accepts_differences_only_once_none_persists_between_attem
     # Other rows changing meanwhile, none of the earlier ones: only changes in flight.
     assert in_flight_only(first, attempt([row(1, "new"), row(2, "b"), row(3, "c")]))
     assert not in_flight_only(first, attempt(source))  # equal is equal, not in flight
+
+
+def _broken(tmp_path: Path, old: str, new: str) -> Path:
+    from cdcapp.model.spec import DEFAULT_SPEC
+
+    text = DEFAULT_SPEC.read_text()
+    assert old in text
+    path = tmp_path / "spec.yaml"
+    path.write_text(text.replace(old, new))
+    return path
+
+
+@pytest.mark.parametrize(("old", "new", "said"), [
+    ("customer_city: order.customer.city", "customer_city: order.customer.town",
+     "fact fact_order: column customer_city: path 'order.customer.town': customers has no column 'town'"),
+    ("revenue: {expr: \"quantity * unit_price\"", "revenue: {expr: \"quantity * discount\"",
+     "fact fact_order: measure revenue: "),
+    ("facts:", "facts: [\n", "line "),
+])
+def test_a_spec_mistake_is_one_line_naming_the_file_and_the_place(tmp_path: Path, old: str, new: str,
+                                                                 said: str) -> None:
+    from cdcapp.model.spec import SpecError, load_spec
+
+    path = _broken(tmp_path, old, new)
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    line = str(caught.value)
+    assert line.startswith(f"{path}: ") and said in line and "\n" not in line
+
+
+def test_spec_check_prints_the_model_and_exits_2_on_a_mistake(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    good = subprocess.run([sys.executable, "-m", "cdcapp.cli", "spec", "check"], capture_output=True, text=True)
+    assert good.returncode == 0, good.stderr
+    assert "customer_country String = order_items -order-> orders -customer-> customers.country" in good.stdout
+    assert "CREATE TABLE IF NOT EXISTS" in good.stdout
+    path = _broken(tmp_path, "customer_city: order.customer.city", "customer_city: order.customer.town")
+    bad = subprocess.run([sys.executable, "-m", "cdcapp.cli", "spec", "check", str(path)], capture_output=True,
+                         text=True)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert "column customer_city" in bad.stderr
