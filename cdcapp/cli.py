@@ -238,6 +238,8 @@ def verify(
     db: Path | None = typer.Option(None, "--db", help="SQLite database file, for --source sqlite."),
     wait: float = typer.Option(0.0, "--wait", min=0, help="Keep comparing up to this many seconds until equal."),
     limit: int = typer.Option(10, "--limit", min=1, help="Differences shown per table."),
+    spec_path: Path | None = typer.Option(None, "--spec", help="The spec (default: CDCAPP_SPEC_PATH, else the "
+                                          "built-in one)."),
 ) -> None:
     """Ground-truth check: ClickHouse *_current views equal the OLTP join, row for row (exit 0)."""
     from cdcapp.config import get_settings
@@ -252,8 +254,8 @@ def verify(
             summary = ", ".join(f"{t.table} {t.actual_rows}/{t.expected_rows}" for t in report.tables)
             typer.echo(f"not equal yet ({summary}); comparing again", err=True)
 
-    report = run_verify(settings, load_spec(settings.spec_path), source.value, source_id, db, wait_s=wait,
-                        on_attempt=progress)
+    report = run_verify(settings, load_spec(spec_path or settings.spec_path), source.value, source_id, db,
+                        wait_s=wait, on_attempt=progress)
     typer.echo(report.render(limit))
     raise typer.Exit(0 if report.equal else 1)
 

@@ -37,6 +37,15 @@ class Entity(_Frozen):
     columns: dict[str, str]
     refs: dict[str, Ref] = Field(default_factory=dict)
     topic: str | None = Field(default=None, description="Source topic; default <source_topic_prefix>.<name>")
+    source: str | None = Field(
+        default=None, pattern=r"^[^.\s\"`]+(\.[^.\s\"`]+)?$",
+        description="The source table, [schema.]table (no quotes, dots or spaces in either); default: the "
+        "entity's name, in the connection's default schema.")
+
+    def source_table(self, name: str) -> tuple[str | None, str]:
+        """(schema or None, table) of the entity called ``name``."""
+        schema, _, table = (self.source or name).rpartition(".")
+        return schema or None, table
 
 
 class Dimension(_Frozen):

@@ -80,9 +80,15 @@ def _quote(name: str, dialect: str) -> str:
     return f"`{name}`" if dialect == "mariadb" else f'"{name}"'
 
 
+def _table(spec: Spec, entity: str, dialect: str) -> str:
+    """The entity's source table as the dialect names it, schema-qualified when the spec says so."""
+    schema, table = spec.entities[entity].source_table(entity)
+    return (f"{_quote(schema, dialect)}." if schema else "") + _quote(table, dialect)
+
+
 def dimension_sql(spec: Spec, entity: str, dialect: str) -> str:
     columns = ", ".join(_quote(c, dialect) for c in spec.entities[entity].columns)
-    return f"SELECT {columns} FROM {_quote(entity, dialect)}"
+    return f"SELECT {columns} FROM {_table(spec, entity, dialect)}"
 
 
 def fact_sql(spec: Spec, fact_index: int, dialect: str) -> str:
@@ -104,7 +110,7 @@ def fact_sql(spec: Spec, fact_index: int, dialect: str) -> str:
                 on = " AND ".join(
                     f"{aliases[path]}.{q(pk)} = {aliases[parent_path]}.{q(fk)}" for pk, fk in zip(parent_key, ref.columns)
                 )
-                joins.append(f"JOIN {q(ref.entity)} {aliases[path]} ON {on}")
+                joins.append(f"JOIN {_table(spec, ref.entity, dialect)} {aliases[path]} ON {on}")
             entity = ref.entity
         return aliases[path]
 
@@ -115,7 +121,7 @@ def fact_sql(spec: Spec, fact_index: int, dialect: str) -> str:
     for name, measure in fact.measures.items():
         expressions[name] = _measure_sql(measure.expr, expressions)
     select = ", ".join(expressions.values())
-    return f"SELECT {select} FROM {q(fact.entity)} t0 " + " ".join(joins)
+    return f"SELECT {select} FROM {_table(spec, fact.entity, dialect)} t0 " + " ".join(joins)
 
 
 def _measure_sql(expr: str, columns: dict[str, str]) -> str:

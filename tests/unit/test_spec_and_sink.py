@@ -14,7 +14,7 @@ from cdcapp.clickhouse.client import ClickHouseUrl
 from cdcapp.sink.policy import FlushPolicy
 from cdcapp.clickhouse.ddl import ddl, table_shapes
 from cdcapp.model.spec import DEFAULT_SPEC, Spec, compile_measure, load_spec
-from cdcapp.tools.verify import Report, compare, fact_sql, in_flight_only
+from cdcapp.tools.verify import Report, compare, dimension_sql, fact_sql, in_flight_only
 
 SPEC = load_spec()
 
@@ -191,3 +191,23 @@ def test_spec_check_prints_the_model_and_exits_2_on_a_mistake(tmp_path: Path) ->
                          text=True)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
     assert "column customer_city" in bad.stderr
+
+
+def test_verify_reads_schema_qualified_source_tables() -> None:
+    from cdcapp.model.spec import Spec
+
+    blog = Spec.model_validate({
+        "entities": {
+            "authors": {"source": "blog.authors", "columns": {"id": "Int64", "name": "String"}},
+            "posts": {"source": "blog.posts", "columns": {"id": "Int64", "author_id": "Int64"},
+                      "refs": {"author": {"entity": "authors", "columns": ["author_id"]}}},
+        },
+        "dimensions": [{"table": "dim_author", "entity": "authors"}],
+        "facts": [{"table": "fact_post", "entity": "posts", "columns": {"id": "id", "author": "author.name"}}],
+    })
+    assert dimension_sql(blog, "authors", "postgres") == 'SELECT "id", "name" FROM "blog"."authors"'
+    sql = fact_sql(blog, 0, "mariadb")
+    assert "FROM `blog`.`posts` t0" in sql and "JOIN `blog`.`authors` t1 ON" in sql
+    assert dimension_sql(SPEC, "customers", "postgres").endswith('FROM "customers"')
+    with pytest.raises(ValueError):
+        Spec.model_validate({"entities": {"a": {"source": 'x."; DROP', "columns": {"id": "Int64"}}}})
