@@ -49,7 +49,7 @@ def run_demo(settings: Settings, changes: int, seed: int, settle_s: float, conso
         console.print(f"worker started, log {worker.log_path}")
     try:
         worker.wait_ready()
-        console.print(f"worker ready on {worker.url} (metrics {worker.url}/metrics)")
+        console.print(f"worker ready: status page {worker.url}/ (metrics {worker.url}/metrics)")
         console.rule(f"3. workload: {changes} row changes on PostgreSQL")
         conn = connect("postgres", settings)
         try:
