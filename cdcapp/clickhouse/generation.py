@@ -67,6 +67,17 @@ def current(target: Target) -> Generation | None:
     return Generation(*map(str, rows[0])) if rows else None
 
 
+def read(settings: Settings, spec: Spec) -> Generation | None:
+    """The newest record of the settings' database (None with chdb, which is never handed over)."""
+    if not settings.resolved_clickhouse_url.startswith("clickhouse://"):
+        return None
+    target = open_target(settings.resolved_clickhouse_url, spec.database)
+    try:
+        return current(target)
+    finally:
+        target.close()
+
+
 def write(target: Target, generation: Generation) -> None:
     target.execute(record_ddl(target.database))
     values = ", ".join(string_literal(v) for v in (
@@ -99,11 +110,7 @@ def resolve(settings: Settings, spec: Spec, echo: Callable[[str], None] = log.in
     delay = 0.5
     while True:
         try:
-            target = open_target(settings.resolved_clickhouse_url, spec.database)
-            try:
-                generation = current(target)
-            finally:
-                target.close()
+            generation = read(settings, spec)
         except Exception as exc:  # noqa: BLE001 - whatever the reason, the answer is needed first
             echo(f"reading the pipeline's generation from ClickHouse failed ({exc}); retrying in {delay:.1f} s")
         else:
@@ -114,7 +121,7 @@ def resolve(settings: Settings, spec: Spec, echo: Callable[[str], None] = log.in
         delay = min(delay * 2, 5.0)
     if generation is not None and generation.app_id != settings.app_id and generation.spec_hash != spec_hash(spec):
         raise GenerationError(
-            f"ClickHouse database {target.database} is written by generation {generation.app_id}, built for "
+            f"the ClickHouse database is written by generation {generation.app_id}, built for "
             f"another spec (hash {generation.spec_hash}, this worker's is {spec_hash(spec)}): run the worker "
             "with the spec given to `cdcapp rebuild`")
     if generation is not None and generation.app_id != settings.app_id:
@@ -125,14 +132,8 @@ def resolve(settings: Settings, spec: Spec, echo: Callable[[str], None] = log.in
 def live(settings: Settings, spec: Spec, echo: Callable[[str], None]) -> Settings:
     """The settings of the generation writing the database now, for the tools (one look, no wait;
     when ClickHouse does not answer, the settings as they are, with a word to ``echo``)."""
-    if not settings.resolved_clickhouse_url.startswith("clickhouse://"):
-        return settings
     try:
-        target = open_target(settings.resolved_clickhouse_url, spec.database)
-        try:
-            return applied(settings, current(target))
-        finally:
-            target.close()
+        return applied(settings, read(settings, spec))
     except Exception as exc:  # noqa: BLE001 - the tool still works on the settings' own generation
         echo(f"ClickHouse did not say which generation is live ({exc}); using {settings.app_id}")
         return settings
