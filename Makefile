@@ -1,7 +1,7 @@
 # Every target runs tools as `python -m ...` of the interpreter the package is installed in.
 PYTHON ?= python
 
-.PHONY: install demo bench stack-up stack-down status test test-unit test-faults
+.PHONY: install demo bench stack-up stack-down status test test-tools test-unit test-faults
 
 install:
 	$(PYTHON) -m pip install -e '.[test]'
@@ -25,8 +25,13 @@ status:
 	$(PYTHON) -m cdcapp.cli stack status
 
 # The whole suite: integration tests need the native stack (it stays up afterwards).
-test: install stack-up
+test: install stack-up test-tools
 	$(PYTHON) -m pytest -q
+
+# What only the tests use: Debian's chromium, for the status page test.
+test-tools:
+	command -v chromium >/dev/null 2>&1 || (apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium)
 
 test-unit:
 	$(PYTHON) -m pytest -q tests/unit
