@@ -300,10 +300,7 @@ def backfill(
             bar.update(task, completed=progress.fraction, tables=f"{done}/{len(progress.tables)} tables")
 
         try:
-            if source is SourceKind.sqlite:
-                result = asyncio.run(bf.backfill_sqlite(db, tables, show, timeout))
-            else:
-                result = asyncio.run(bf.backfill_debezium(settings, source.value, tables, show, timeout))
+            result = asyncio.run(bf.backfill(settings, source.value, tables, db, show, timeout))
         except (bf.BackfillFailed, CaptureError) as e:
             typer.secho(str(e), fg=typer.colors.RED, err=True)
             raise typer.Exit(1) from None

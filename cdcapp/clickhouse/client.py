@@ -186,6 +186,11 @@ class ChdbTarget:
         self._session.close()
 
 
+def is_server(url: str) -> bool:
+    """Whether the URL names a ClickHouse server (else chdb, inside one process)."""
+    return ClickHouseUrl.parse(url).scheme == "clickhouse"
+
+
 def open_target(url: str, database: str) -> Target:
     parsed = ClickHouseUrl.parse(url)
     if parsed.scheme == "chdb":

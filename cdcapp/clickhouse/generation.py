@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cdcapp.clickhouse.client import Target, open_target, string_literal
+from cdcapp.clickhouse.client import Target, is_server, open_target, string_literal
 from cdcapp.clickhouse.ddl import quote
 from cdcapp.config import Settings
 from cdcapp.model.spec import Spec
@@ -69,7 +69,7 @@ def current(target: Target) -> Generation | None:
 
 def read(settings: Settings, spec: Spec) -> Generation | None:
     """The newest record of the settings' database (None with chdb, which is never handed over)."""
-    if not settings.resolved_clickhouse_url.startswith("clickhouse://"):
+    if not is_server(settings.resolved_clickhouse_url):
         return None
     target = open_target(settings.resolved_clickhouse_url, spec.database)
     try:
@@ -105,8 +105,6 @@ def resolve(settings: Settings, spec: Spec, echo: Callable[[str], None] = log.in
     record is read before anything else starts, so it waits for ClickHouse: a worker that guessed
     its generation could write an older spec's rows into rebuilt tables.
     """
-    if not settings.resolved_clickhouse_url.startswith("clickhouse://"):
-        return settings
     delay = 0.5
     while True:
         try:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import faust
 
 from cdcapp.clickhouse import generation
-from cdcapp.clickhouse.client import ClickHouse
+from cdcapp.clickhouse.client import ClickHouse, is_server
 from cdcapp.config import Settings
 from cdcapp.debezium.epochs import Epochs
 from cdcapp.kafka_admin import epochs_topic, read_latest
@@ -154,7 +154,7 @@ def watch_generation(app: faust.App, clickhouse: ClickHouse, app_id: str) -> Non
     matters to a generation whose tables are being swapped out. The rebuild waits for this
     generation's consumer group to empty before it swaps.
     """
-    if not clickhouse.url.startswith("clickhouse://"):
+    if not is_server(clickhouse.url):
         return
 
     @app.timer(interval=1.0, name="cdcapp.generation-watch")

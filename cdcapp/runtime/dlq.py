@@ -20,6 +20,7 @@ from cdcapp.runtime.metrics import DEAD_LETTERS
 
 log = logging.getLogger(__name__)
 
+
 def dead_letter(stage: str, error: BaseException | str, *, topic: str, partition: int | None, offset: int | None,
                 key: bytes | None, value: bytes | None, replays: int = 0) -> dict[str, Any]:
     return {

@@ -109,15 +109,14 @@ class Live:
                 self.stored_rows = {}
 
     def view(self) -> dict[str, Any]:
-        lag = [(s.labels["topic"], s.value) for s in _samples(CONSUMER_LAG)]
+        by_topic: dict[str, float] = {}
+        for s in _samples(CONSUMER_LAG):
+            by_topic[s.labels["topic"]] = by_topic.get(s.labels["topic"], 0) + s.value
         letters: dict[str, float] = {}
         for s in _samples(DEAD_LETTERS):
             if s.name.endswith("_total"):
                 letters[s.labels["stage"]] = letters.get(s.labels["stage"], 0) + s.value
-        by_topic: dict[str, float] = {}
-        for topic, value in lag:
-            by_topic[topic] = by_topic.get(topic, 0) + value
-        return {"connectors": self.connectors, "tables": series(list(self.samples)), "stored_rows": self.stored_rows,
+        return {"connectors": self.connectors, "series": series(list(self.samples)), "stored_rows": self.stored_rows,
                 "consumer_lag": by_topic, "dead_letters": letters}
 
 

@@ -81,8 +81,7 @@ def register(app: faust.App, spec: Spec, tables: dict[str, StageTables], sink: E
     @app.page("/status/live/")
     async def status_live(web: View, request: Request) -> Response:
         live.viewed()
-        body = {**worker_status(), **live.view(), "table_names": [d.table for d in spec.dimensions] +
-                [f.table for f in spec.facts]}
+        body = {**worker_status(), **live.view()}
         return web.bytes(orjson.dumps(body), content_type="application/json")
 
     @app.page("/")

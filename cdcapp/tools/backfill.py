@@ -162,6 +162,16 @@ async def backfill_sqlite(db: Path, tables: list[str], on_progress: Callable[[Pr
         await asyncio.sleep(0.5)
 
 
+async def backfill(settings: Settings, kind: str, tables: list[str], db: Path | None,
+                   on_progress: Callable[[Progress], None], timeout_s: float) -> Progress:
+    """Re-read ``tables`` of one source: ``kind`` postgres or mariadb (Debezium), or sqlite (``db``)."""
+    if kind == "sqlite":
+        if db is None:
+            raise BackfillFailed("a SQLite backfill needs the database file (--db)")
+        return await backfill_sqlite(db, tables, on_progress, timeout_s)
+    return await backfill_debezium(settings, kind, tables, on_progress, timeout_s)
+
+
 def _published_seq(db: Path) -> int:
     conn = connect_sqlite(db)
     try:

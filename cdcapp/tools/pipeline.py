@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cdcapp.clickhouse.client import is_server
 from cdcapp.config import Settings
 from cdcapp.model.spec import Spec, load_spec
 from cdcapp.tools.verify import Report, verify
@@ -62,7 +63,7 @@ class Pipeline:
     def verify(self, kind: str, source_id: str | None = None, sqlite_path: Path | None = None,
                wait_s: float = 600.0, live: bool = False) -> Report:
         live = [w for w in self.workers if w.process and w.process.poll() is None]
-        worker_url = live[0].url if live and self.settings.resolved_clickhouse_url.startswith("chdb") else None
+        worker_url = live[0].url if live and not is_server(self.settings.resolved_clickhouse_url) else None
         return verify(self.settings, self.spec, kind, source_id, sqlite_path, wait_s=wait_s, worker_url=worker_url,
                       live=live)
 

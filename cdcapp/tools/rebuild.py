@@ -203,11 +203,7 @@ class Rebuild:
         def show(progress: bf.Progress) -> None:
             self.on_progress(source.source_id, progress)
 
-        if source.kind == "sqlite":
-            assert source.db is not None
-            await bf.backfill_sqlite(source.db, tables, show, self.timeout_s)
-        else:
-            await bf.backfill_debezium(self.settings, source.kind, tables, show, self.timeout_s)
+        await bf.backfill(self.settings, source.kind, tables, source.db, show, self.timeout_s)
 
     def _verify(self, pipeline: Pipeline) -> None:
         for source in self.sources:

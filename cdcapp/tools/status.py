@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from cdcapp.clickhouse import generation
-from cdcapp.clickhouse.client import open_target, rows_per_table
+from cdcapp.clickhouse.client import ClickHouseUrl, Target, is_server, open_target, rows_per_table
 from cdcapp.clickhouse.ddl import quote, table_shapes
 from cdcapp.config import Settings
 from cdcapp.kafka_admin import dlq_topic, end_offsets
@@ -119,26 +119,28 @@ def workers(app_id: str, urls: list[str]) -> list[Check]:
     return checks
 
 
+def _stored(target: Target, spec: Spec) -> list[Check]:
+    db = target.database
+    rows = rows_per_table(target)
+    checks = []
+    for table in table_shapes(spec):
+        newest = target.query(f"SELECT max(_version) FROM {quote(db)}.{quote(table)}") if table in rows else [[0]]
+        checks.append(Check("clickhouse", f"{db}.{table}", True,
+                            f"{rows.get(table, 0):,} rows stored, newest _version {newest[0][0]}",
+                            {"rows": rows.get(table, 0), "newest_version": int(newest[0][0] or 0)}))
+    return checks
+
+
 def clickhouse(settings: Settings, spec: Spec) -> tuple[list[Check], generation.Generation | None]:
+    url = settings.resolved_clickhouse_url
     try:
-        target = open_target(settings.resolved_clickhouse_url, spec.database)
+        target = open_target(url, spec.database)
+        try:
+            return _stored(target, spec), generation.current(target) if is_server(url) else None
+        finally:
+            target.close()
     except Exception as exc:  # noqa: BLE001 - any failure to reach it is the finding
-        return [Check("clickhouse", settings.resolved_clickhouse_url, False, f"unreachable: {exc}")], None
-    try:
-        db = target.database
-        current = generation.current(target) if settings.resolved_clickhouse_url.startswith("clickhouse://") else None
-        rows = rows_per_table(target)
-        checks = []
-        for table in table_shapes(spec):
-            newest = target.query(f"SELECT max(_version) FROM {quote(db)}.{quote(table)}") if table in rows else [[0]]
-            checks.append(Check("clickhouse", f"{db}.{table}", True,
-                                f"{rows.get(table, 0):,} rows stored, newest _version {newest[0][0]}",
-                                {"rows": rows.get(table, 0), "newest_version": int(newest[0][0] or 0)}))
-        return checks, current
-    except Exception as exc:  # noqa: BLE001
-        return [Check("clickhouse", settings.resolved_clickhouse_url, False, f"unreachable: {exc}")], None
-    finally:
-        target.close()
+        return [Check("clickhouse", ClickHouseUrl.parse(url).redacted(), False, f"unreachable: {exc}")], None
 
 
 def gather(settings: Settings, spec: Spec) -> Status:
