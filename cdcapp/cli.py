@@ -194,22 +194,45 @@ def generate(
     duration: float | None = typer.Option(None, "--duration", help="Stop after this many seconds."),
     changes: int | None = typer.Option(None, "--changes", help="Stop after this many row changes."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
+    spec_path: Path | None = typer.Option(None, "--spec", help="A pipeline spec: write random valid rows to its "
+                                          "entities' source tables instead of running the e-commerce workload."),
+    create: bool = typer.Option(False, "--create", help="With --spec: first create the spec's source tables "
+                                "(and schemas) that are missing."),
 ) -> None:
-    """Run the e-commerce workload against an OLTP source."""
+    """Run a workload against an OLTP source: the e-commerce application, or any spec's (--spec)."""
+    from functools import partial
+
     from cdcapp.config import get_settings
+    from cdcapp.model.spec import load_spec
     from cdcapp.sources.connections import connect, create_oltp_schema
     from cdcapp.tools.console import WorkloadProgress, print_stats
-    from cdcapp.tools.workload import run_workload
+    from cdcapp.tools.spec_workload import SpecWorkload, WorkloadError, check_tables, create_tables
+    from cdcapp.tools.workload import Workload, WorkloadFactory, run_workload
 
     if source is SourceKind.sqlite and db is None:
         raise typer.BadParameter("--db is required for --source sqlite", param_hint="--db")
+    if create and spec_path is None:
+        raise typer.BadParameter("--create needs --spec (the e-commerce tables are created anyway)",
+                                 param_hint="--create")
+    spec = load_spec(spec_path) if spec_path is not None else None
     conn = connect(source.value, get_settings(), db)
     try:
-        create_oltp_schema(source.value, conn)
+        workload: WorkloadFactory = Workload
+        if spec is None:
+            create_oltp_schema(source.value, conn)
+        else:
+            try:
+                if create:
+                    create_tables(spec, source.value, conn)
+                check_tables(spec, source.value, conn)
+            except WorkloadError as e:
+                typer.secho(str(e), fg=typer.colors.RED, err=True)
+                raise typer.Exit(1) from None
+            workload = partial(SpecWorkload, spec)
         with WorkloadProgress(changes, duration) as progress:
             stats = run_workload(
                 conn, source.value, rate=rate, duration=duration, changes=changes, seed=seed,
-                on_progress=progress.update,
+                on_progress=progress.update, workload=workload,
             )
             progress.finish(stats)
     finally:

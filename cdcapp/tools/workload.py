@@ -23,11 +23,11 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -107,18 +107,19 @@ class WorkloadStats:
 
 
 class IdPool:
-    """A set of ids with O(1) add, remove and seeded random choice."""
+    """A set of ids (any hashable: an int, a tuple of key values) with O(1) add, remove and seeded
+    random choice."""
 
     def __init__(self) -> None:
-        self._ids: list[int] = []
-        self._pos: dict[int, int] = {}
+        self._ids: list[Any] = []
+        self._pos: dict[Hashable, int] = {}
 
-    def add(self, id_: int) -> None:
+    def add(self, id_: Hashable) -> None:
         if id_ not in self._pos:
             self._pos[id_] = len(self._ids)
             self._ids.append(id_)
 
-    def discard(self, id_: int) -> None:
+    def discard(self, id_: Hashable) -> None:
         pos = self._pos.pop(id_, None)
         if pos is None:
             return
@@ -127,7 +128,7 @@ class IdPool:
             self._ids[pos] = last
             self._pos[last] = pos
 
-    def choice(self, rng: random.Random) -> int | None:
+    def choice(self, rng: random.Random) -> Any:
         return self._ids[rng.randrange(len(self._ids))] if self._ids else None
 
     def __contains__(self, id_: object) -> bool:
@@ -182,6 +183,8 @@ class _Sql:
                 return format(v, "f")
             if isinstance(v, datetime):
                 return v.strftime("%Y-%m-%d %H:%M:%S")
+            if isinstance(v, date):
+                return v.isoformat()
         return v
 
     def begin(self) -> None:
@@ -534,6 +537,18 @@ class Workload:
                 return
 
 
+class Operations(Protocol):
+    """What ``run_workload`` paces: one transaction per ``step``, the live ids (re)read by ``load``."""
+
+    def load(self) -> None: ...
+
+    def step(self, budget: int) -> tuple[str, Counter[str]]: ...
+
+
+#: (connection, dialect, random source, clock of the written timestamps) -> the operations to run
+WorkloadFactory = Callable[[Any, Dialect, random.Random, Callable[[], datetime]], Operations]
+
+
 def _transient(dialect: Dialect) -> Callable[[BaseException], bool]:
     """Whether an error is one another writer on the same database can cause: a row we
     picked is gone or changed (integrity), or two transactions collided (deadlock)."""
@@ -571,6 +586,7 @@ def run_workload(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     max_errors: int = 100,
+    workload: WorkloadFactory = Workload,
 ) -> WorkloadStats:
     """Run the workload on ``conn`` until ``duration`` seconds or ``changes`` row changes.
 
@@ -581,9 +597,10 @@ def run_workload(
 
     ``on_progress(changes done, elapsed seconds)`` is called after each transaction.
     ``now`` gives the timestamps written to the database; ``clock`` and ``sleep`` measure and
-    pace the run (the rate, ``duration``, the elapsed time).
+    pace the run (the rate, ``duration``, the elapsed time). ``workload`` makes the operations:
+    the e-commerce ``Workload``, or another generator's (``cdcapp.tools.spec_workload``).
     """
-    work = Workload(conn, dialect, random.Random(seed), now)
+    work = workload(conn, dialect, random.Random(seed), now)
     work.load()
     transient = _transient(dialect)
     stats = WorkloadStats()
@@ -631,9 +648,11 @@ class BackgroundWorkload(threading.Thread):
     that was written to by others in between.
     """
 
-    def __init__(self, connect: Callable[[], Any], dialect: Dialect, *, rate: float, seed: int) -> None:
+    def __init__(self, connect: Callable[[], Any], dialect: Dialect, *, rate: float, seed: int,
+                 workload: WorkloadFactory = Workload) -> None:
         super().__init__(daemon=True, name=f"workload-{dialect}")
         self.connect, self.dialect, self.rate, self.seed = connect, dialect, rate, seed
+        self.workload = workload
         self.changes = 0
         self.errors = 0
         self.error: BaseException | None = None
@@ -645,7 +664,8 @@ class BackgroundWorkload(threading.Thread):
             for round_ in itertools.count():
                 if self._stop_requested.is_set():
                     break
-                stats = run_workload(conn, self.dialect, rate=self.rate, duration=0.5, seed=self.seed + round_)
+                stats = run_workload(conn, self.dialect, rate=self.rate, duration=0.5, seed=self.seed + round_,
+                                     workload=self.workload)
                 self.changes += stats.changes
                 self.errors += stats.errors
         except BaseException as exc:  # noqa: BLE001 - reported by finish(), in the caller's thread
