@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from cdcapp.sources.sqlite.triggers import DEFAULT_TABLES
 from cdcapp.stack.cli import stack_app
 
 if TYPE_CHECKING:
@@ -29,20 +28,26 @@ def capture_sqlite(
     db: Path = typer.Option(..., "--db", help="The SQLite database file."),
     uninstall: bool = typer.Option(False, "--uninstall", help="Drop the triggers, change log and state, then exit."),
     source_id: str = typer.Option("sqlite", "--source-id", help="source.name in the events."),
-    tables: str = typer.Option(",".join(DEFAULT_TABLES), "--tables", help="Comma-separated tables."),
+    tables: str = typer.Option("", "--tables", help="Comma-separated tables (default: the spec's entities'; "
+                               "CDCAPP_SPEC_PATH, else the built-in spec)."),
     poll_ms: int = typer.Option(100, "--poll-ms", min=1, help="Poll interval of the change log when idle."),
     batch: int = typer.Option(1000, "--batch", min=1, help="Change-log rows per Kafka round trip."),
 ) -> None:
     """Install trigger capture on a SQLite database and relay its changes to Kafka until stopped."""
     from cdcapp.config import get_settings
+    from cdcapp.model.spec import load_spec
     from cdcapp.sources import sqlite
+    from cdcapp.sources.capture import captured
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    topics = captured(load_spec(settings.spec_path), "sqlite", settings)
     try:
         if uninstall:
             sqlite.uninstall(db)
             return
-        sqlite.install(db, [t.strip() for t in tables.split(",") if t.strip()])
+        # A table the spec gains later is snapshotted by the relay: the captured set changed.
+        sqlite.install(db, [t.strip() for t in tables.split(",") if t.strip()] or list(topics))
     except sqlite.CaptureError as e:
         typer.secho(str(e), fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
@@ -53,7 +58,7 @@ def capture_sqlite(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await sqlite.run_relay(
-            db, get_settings(), source_id, stop, poll_interval=poll_ms / 1000, batch_size=batch
+            db, settings, source_id, stop, poll_interval=poll_ms / 1000, batch_size=batch, topics=topics
         )
 
     asyncio.run(relay())
@@ -304,13 +309,17 @@ def backfill(
 
     from cdcapp.config import get_settings
     from cdcapp.model.spec import load_spec
+    from cdcapp.sources.capture import resolve_tables
     from cdcapp.sources.sqlite import CaptureError
     from cdcapp.tools import backfill as bf
     from cdcapp.tools.verify import verify as run_verify
 
     settings = get_settings()
     spec = load_spec(settings.spec_path)
-    tables = list(table) or list(spec.entities)
+    try:
+        tables = resolve_tables(spec, source.value, settings, list(table) or list(spec.entities))
+    except LookupError as e:
+        raise typer.BadParameter(str(e), param_hint="--table") from None
     if source is SourceKind.sqlite and db is None:
         raise typer.BadParameter("--db is required for --source sqlite", param_hint="--db")
     columns = (TextColumn("[bold]backfill"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
@@ -344,7 +353,7 @@ def spec_check(path: Path | None = typer.Argument(None, help="The spec file (def
                                                   "built-in one).")) -> None:
     """Print the model (entities, refs, dimensions, facts with their join paths) and the ClickHouse
     DDL; a mistake is one line naming the file and the place in it (exit 2)."""
-    from cdcapp.clickhouse.client import ClickHouseUrl
+    from cdcapp.clickhouse.client import pipeline_database
     from cdcapp.clickhouse.ddl import ddl
     from cdcapp.config import get_settings
     from cdcapp.model.spec import load_spec
@@ -375,7 +384,7 @@ def spec_check(path: Path | None = typer.Argument(None, help="The spec file (def
         for name, measure in fact.measures.items():
             typer.echo(f"    {name} {measure.type} = {measure.expr}")
     typer.echo("ClickHouse DDL:")
-    for statement in ddl(spec, ClickHouseUrl.parse(settings.resolved_clickhouse_url).database or spec.database):
+    for statement in ddl(spec, pipeline_database(settings, spec)):
         typer.echo(f"  {statement};")
 
 

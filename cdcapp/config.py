@@ -7,12 +7,18 @@ that match the native stack.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+#: the seed's app id, whose ClickHouse database keeps the seed's name
+DEFAULT_APP_ID = "cdcapp"
+SEED_DATABASE = "olap_db"
 
 
 class Settings(BaseSettings):
@@ -27,9 +33,14 @@ class Settings(BaseSettings):
 
     # --- Kafka / Faust -------------------------------------------------------------
     kafka_bootstrap: str = Field(default="127.0.0.1:19092", description="Kafka bootstrap servers.")
-    app_id: str = Field(default="cdcapp", description="Faust app id: consumer group and changelog prefix.")
+    app_id: str = Field(
+        default=DEFAULT_APP_ID, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$",
+        description="The pipeline's name, and its namespace: consumer group, changelog and internal topic "
+        "prefix, worker folders and (unless set otherwise) ClickHouse database all derive from it, so that "
+        "two pipelines with different app ids on one Kafka and one ClickHouse never touch each other.")
     source_topic_prefix: str = Field(default="oltp", description="Debezium topics are <prefix>.<table>.")
-    internal_topic_prefix: str = Field(default="cdcapp", description="Prefix of the app's own topics.")
+    internal_topic_prefix: str = Field(
+        default="", description="Prefix of the app's own topics (sink, dead letters, epochs); default: the app id.")
     partitions: int = Field(default=4, ge=1, description="Partitions of every internal topic.")
     replication_factor: int = Field(default=1, ge=1, description="Replication of internal topics.")
     store: str = Field(default="rocksdb://", description="Faust table store: rocksdb:// or memory://.")
@@ -90,8 +101,23 @@ class Settings(BaseSettings):
     connect_port: int = Field(default=18083, description="Kafka Connect REST port.")
     clickhouse_port: int = Field(default=19000, description="ClickHouse server native-protocol port.")
     clickhouse_http_port: int = Field(default=18123, description="ClickHouse server HTTP port.")
-    clickhouse_db: str = Field(default="olap_db", description="ClickHouse database the demo and tests use.")
+    clickhouse_db: str = Field(
+        default="", description="The pipeline's ClickHouse database where the URL names none; default: the "
+        "spec's `database`, else olap_db for the app id cdcapp and the app id (- as _) for any other.")
     prometheus_port: int = Field(default=19090, description="Prometheus web port (it scrapes the workers).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _namespace(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("internal_topic_prefix"):
+            data = {**data, "internal_topic_prefix": data.get("app_id") or DEFAULT_APP_ID}
+        return data
+
+    def database(self, spec_database: str | None = None) -> str:
+        """The pipeline's ClickHouse database, unless its URL names one (``pipeline_database``)."""
+        if self.clickhouse_db or spec_database:
+            return self.clickhouse_db or str(spec_database)
+        return SEED_DATABASE if self.app_id == DEFAULT_APP_ID else re.sub(r"\W", "_", self.app_id)
 
     @property
     def state_path(self) -> Path:

@@ -22,6 +22,7 @@ import orjson
 
 from cdcapp.clickhouse import readonly
 from cdcapp.clickhouse.ddl import TableShape, ddl, quote
+from cdcapp.config import Settings
 from cdcapp.model.spec import Spec
 from cdcapp.threads import DedicatedThread
 
@@ -229,6 +230,13 @@ def error_code(exc: BaseException) -> int | None:
     return code if isinstance(code, int) else None
 
 
+def pipeline_database(settings: Settings, spec: Spec) -> str:
+    """Where a pipeline's tables are: the database its ClickHouse server URL names, else
+    ``Settings.database`` (CDCAPP_CLICKHOUSE_DB, the spec's, else one named after the app id)."""
+    url = ClickHouseUrl.parse(settings.resolved_clickhouse_url)
+    return (url.database if url.scheme == "clickhouse" else "") or settings.database(spec.database)
+
+
 def create_tables(target: Target, spec: Spec) -> None:
     """The spec's tables and ``*_current`` views, created where missing."""
     for statement in ddl(spec, target.database):
@@ -262,18 +270,18 @@ class ClickHouse:
 
     is_data_error = staticmethod(is_data_error)
 
-    def __init__(self, url: str, spec: Spec) -> None:
+    def __init__(self, url: str, spec: Spec, database: str) -> None:
         self.url = url
         self.spec = spec
         parsed = ClickHouseUrl.parse(url)
-        #: the database the tables are in: the URL's, else the spec's (as the targets choose it)
-        self.database = (parsed.database if parsed.scheme == "clickhouse" else "") or spec.database
+        #: the database the tables are in: the URL's, else ``database`` (as the targets choose it)
+        self.database = (parsed.database if parsed.scheme == "clickhouse" else "") or database
         self._thread = DedicatedThread("clickhouse")
         self._target: Target | None = None
 
     def _connected(self) -> Target:
         if self._target is None:
-            target = open_target(self.url, self.spec.database)
+            target = open_target(self.url, self.database)
             try:
                 create_tables(target, self.spec)
             except Exception:

@@ -12,17 +12,22 @@ by writing a record here (``<db>.cdcapp_generation``, one row per hand-over, the
 
 The record lives in the database it governs, so a rebuild's own workers, writing into their own
 database, never see it.
+
+The first worker to start on a database without a record writes one for its own generation: the
+database then belongs to that pipeline (its app id, rebuilds included), and a worker of another
+pipeline pointed at it by mistake refuses to start instead of mixing two pipelines' rows.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cdcapp.clickhouse.client import Target, is_server, open_target, string_literal
+from cdcapp.clickhouse.client import Target, is_server, open_target, pipeline_database, string_literal
 from cdcapp.clickhouse.ddl import quote
 from cdcapp.config import Settings
 from cdcapp.model.spec import Spec
@@ -33,6 +38,15 @@ TABLE = "cdcapp_generation"
 SWAPPING, LIVE = "swapping", "live"
 #: a worker whose generation was superseded exits with this (EX_TEMPFAIL: run it again)
 SUPERSEDED_EXIT = 75
+
+
+#: the suffix ``cdcapp rebuild`` gives a generation's app id (``rebuild.plan``)
+_REBUILT = re.compile(r"(-r\d{8}t\d{6})+$")
+
+
+def pipeline_of(app_id: str) -> str:
+    """The pipeline a generation belongs to: its app id without the rebuild suffixes."""
+    return _REBUILT.sub("", app_id)
 
 
 class GenerationError(RuntimeError):
@@ -67,13 +81,19 @@ def current(target: Target) -> Generation | None:
     return Generation(*map(str, rows[0])) if rows else None
 
 
-def read(settings: Settings, spec: Spec) -> Generation | None:
-    """The newest record of the settings' database (None with chdb, which is never handed over)."""
+def read(settings: Settings, spec: Spec, claim: bool = False) -> Generation | None:
+    """The newest record of the settings' database (None with chdb, which is never handed over);
+    ``claim``: where there is none, first write one for the settings' own generation."""
     if not is_server(settings.resolved_clickhouse_url):
         return None
-    target = open_target(settings.resolved_clickhouse_url, spec.database)
+    target = open_target(settings.resolved_clickhouse_url, pipeline_database(settings, spec))
     try:
-        return current(target)
+        found = current(target)
+        if found is None and claim:
+            target.execute(f"CREATE DATABASE IF NOT EXISTS {quote(target.database)}")
+            write(target, Generation(settings.app_id, settings.internal_topic_prefix, spec_hash(spec), LIVE))
+            found = current(target)
+        return found
     finally:
         target.close()
 
@@ -86,11 +106,13 @@ def write(target: Target, generation: Generation) -> None:
     target.execute(f"INSERT INTO {quote(target.database)}.{quote(TABLE)} SELECT {time.time_ns()}, {values}")
 
 
-def applied(settings: Settings, generation: Generation | None) -> Settings:
-    """The settings of a worker of ``generation`` (the settings' own namespace when None)."""
+def applied(settings: Settings, spec: Spec, generation: Generation | None) -> Settings:
+    """The settings of a worker of ``generation`` (the settings' own namespace when None), in the
+    same database: pinned, since by default it derives from the app id, which changes."""
     if generation is None or generation.app_id == settings.app_id:
         return settings
-    update: dict = {"app_id": generation.app_id, "internal_topic_prefix": generation.internal_topic_prefix}
+    update: dict = {"app_id": generation.app_id, "internal_topic_prefix": generation.internal_topic_prefix,
+                    "clickhouse_db": pipeline_database(settings, spec)}
     if settings.worker_dir is not None:
         # Another app id's RocksDB stores must not open the older generation's files.
         update["worker_dir"] = settings.worker_dir / generation.app_id
@@ -108,7 +130,7 @@ def resolve(settings: Settings, spec: Spec, echo: Callable[[str], None] = log.in
     delay = 0.5
     while True:
         try:
-            generation = read(settings, spec)
+            generation = read(settings, spec, claim=True)
         except Exception as exc:  # noqa: BLE001 - whatever the reason, the answer is needed first
             echo(f"reading the pipeline's generation from ClickHouse failed ({exc}); retrying in {delay:.1f} s")
         else:
@@ -117,6 +139,12 @@ def resolve(settings: Settings, spec: Spec, echo: Callable[[str], None] = log.in
             echo(f"a rebuild is handing the database over to {generation.app_id}; waiting for it")
         sleep(delay)
         delay = min(delay * 2, 5.0)
+    if generation is not None and pipeline_of(generation.app_id) != pipeline_of(settings.app_id):
+        raise GenerationError(
+            f"the ClickHouse database {pipeline_database(settings, spec)} belongs to pipeline "
+            f"{pipeline_of(generation.app_id)}, and this worker's app id is {settings.app_id}: give each pipeline "
+            "its own database (name none in CDCAPP_CLICKHOUSE_URL or CDCAPP_CLICKHOUSE_DB: it then derives from "
+            "the app id)")
     if generation is not None and generation.app_id != settings.app_id and generation.spec_hash != spec_hash(spec):
         raise GenerationError(
             f"the ClickHouse database is written by generation {generation.app_id}, built for "
@@ -124,14 +152,14 @@ def resolve(settings: Settings, spec: Spec, echo: Callable[[str], None] = log.in
             "with the spec given to `cdcapp rebuild`")
     if generation is not None and generation.app_id != settings.app_id:
         echo(f"joining generation {generation.app_id} (from cdcapp rebuild)")
-    return applied(settings, generation)
+    return applied(settings, spec, generation)
 
 
 def live(settings: Settings, spec: Spec, echo: Callable[[str], None]) -> Settings:
     """The settings of the generation writing the database now, for the tools (one look, no wait;
     when ClickHouse does not answer, the settings as they are, with a word to ``echo``)."""
     try:
-        return applied(settings, read(settings, spec))
+        return applied(settings, spec, read(settings, spec))
     except Exception as exc:  # noqa: BLE001 - the tool still works on the settings' own generation
         echo(f"ClickHouse did not say which generation is live ({exc}); using {settings.app_id}")
         return settings

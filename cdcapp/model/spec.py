@@ -69,7 +69,9 @@ class Fact(_Frozen):
 
 
 class Spec(_Frozen):
-    database: str = "olap_db"
+    database: str | None = Field(
+        default=None, description="The ClickHouse database; default: one named after the pipeline's app id "
+        "(config.Settings.database).")
     entities: dict[str, Entity]
     dimensions: list[Dimension] = Field(default_factory=list)
     facts: list[Fact] = Field(default_factory=list)

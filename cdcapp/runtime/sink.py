@@ -12,7 +12,7 @@ import time
 
 import faust
 
-from cdcapp.clickhouse.client import ClickHouse
+from cdcapp.clickhouse.client import ClickHouse, pipeline_database
 from cdcapp.clickhouse.ddl import table_shapes
 from cdcapp.config import Settings
 from cdcapp.model.messages import BadMessage, decode_sink_batch
@@ -45,7 +45,7 @@ class StreamAcks:
 
 
 def build_sink(settings: Settings, spec: Spec, acks: StreamAcks, topics: Topics) -> tuple[EventSink, ClickHouse]:
-    clickhouse = ClickHouse(settings.resolved_clickhouse_url, spec)
+    clickhouse = ClickHouse(settings.resolved_clickhouse_url, spec, pipeline_database(settings, spec))
 
     async def refused(table: str, key: str, row: dict, why: str) -> None:
         await send_refused_row(topics.dlq, topics.sink_name, table, key, row, why)

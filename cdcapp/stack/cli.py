@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -88,20 +89,29 @@ def connectors(
     pg_host: str = typer.Option("127.0.0.1", help="PostgreSQL host as Connect reaches it."),
     mariadb_host: str = typer.Option("127.0.0.1", help="MariaDB host as Connect reaches it."),
     kafka_bootstrap: Optional[str] = typer.Option(None, help="Kafka as Connect reaches it (schema history)."),
+    spec: list[Path] = typer.Option([], "--spec", help="A spec whose tables to capture (repeatable, one per "
+                                    "pipeline); default: CDCAPP_SPEC_PATH, else the built-in spec."),
+    prune: bool = typer.Option(False, "--prune", help="Stop capturing the tables no given spec names (by "
+                               "default they stay, and are listed)."),
 ) -> None:
     """Deploy (create or update) the Debezium connectors and wait until they run.
 
-    Ports and credentials come from the settings (CDCAPP_*); hosts from the options, so that
-    docker-compose can deploy against its own service names.
+    What they capture comes from the specs, merged into what they capture already; a table they
+    did not capture before is snapshotted while streaming goes on. Ports and credentials come from
+    the settings (CDCAPP_*); hosts from the options, so that docker-compose can deploy against its
+    own service names.
     """
+    from cdcapp.model.spec import load_spec
+
     settings = get_settings()
+    specs = [load_spec(path) for path in spec] or None
     endpoints = Endpoints(
         connect_url=connect_url or Endpoints.native(settings).connect_url,
         pg_host=pg_host, mariadb_host=mariadb_host, kafka_bootstrap=kafka_bootstrap,
     )
     try:
         for source in SOURCES:
-            connector = Connector(settings, source, endpoints)
+            connector = Connector(settings, source, endpoints, specs=specs, prune=prune)
             connector.ensure_up(typer.echo)
             typer.echo(f"{connector.name:<18} up    {connector.address}")
     except StackError as e:

@@ -82,7 +82,7 @@ class ClickHouse(ProcessService):
     @property
     def address(self) -> str:
         s = self.settings
-        return f"clickhouse://default@{HOST}:{s.clickhouse_port}/{s.clickhouse_db} (http :{s.clickhouse_http_port})"
+        return f"clickhouse://default@{HOST}:{s.clickhouse_port}/{s.database()} (http :{s.clickhouse_http_port})"
 
     def prepare(self, echo: Echo) -> None:
         s = self.settings
@@ -101,7 +101,7 @@ class ClickHouse(ProcessService):
         return ["clickhouse-server", f"--config-file={self.config_path}"]
 
     def client(self) -> Target:
-        return open_target(f"clickhouse://default@{HOST}:{self.settings.clickhouse_port}", self.settings.clickhouse_db)
+        return open_target(f"clickhouse://default@{HOST}:{self.settings.clickhouse_port}", self.settings.database())
 
     def probe(self) -> None:
         client = self.client()
@@ -120,6 +120,6 @@ class ClickHouse(ProcessService):
     def after_ready(self, echo: Echo) -> None:
         client = self.client()
         try:
-            client.execute(f"CREATE DATABASE IF NOT EXISTS {self.settings.clickhouse_db}")
+            client.execute(f"CREATE DATABASE IF NOT EXISTS {self.settings.database()}")
         finally:
             client.close()

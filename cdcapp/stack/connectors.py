@@ -1,4 +1,14 @@
-"""The Debezium connectors, deployed through the Connect REST API from ``debezium/*-connector.json``."""
+"""The Debezium connectors, deployed through the Connect REST API from ``debezium/*-connector.json``.
+
+The files hold everything but what to capture. The tables, and the topic each table's changes go
+to, come from the spec (``cdcapp.sources.capture``), merged with what the connector captures
+already: deploying never drops a table on its own, so tables added by hand, or by another
+pipeline's spec, stay; ``--prune`` drops the tables no spec names, and says which. Each table gets
+an exact route to its topic; a table included by hand without a route goes to
+``<source topic prefix>.<schema>.<table>``, so tables of different schemas never share a topic.
+A table added to a running connector is snapshotted incrementally (``snapshot.mode=initial``
+reads only the tables of the first start), while streaming goes on.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +23,18 @@ from typing import Any
 import psycopg
 
 from cdcapp.config import Settings
+from cdcapp.kafka_admin import source_topic
+from cdcapp.model.spec import Spec, load_spec
+from cdcapp.sources.capture import SIGNAL_TABLE, captured, signal_table
 from cdcapp.stack.base import DEBEZIUM_DIR, HOST, Echo, ProbeFailed, Service, StackError, read_end, render
 from cdcapp.stack.connect import rest
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("postgres", "mariadb")
+ROUTER = "org.apache.kafka.connect.transforms.RegexRouter"
+#: how long deploying waits for the snapshot of the tables it added (then `cdcapp backfill` resumes it)
+ADDED_SNAPSHOT_TIMEOUT_S = 3600.0
 
 #: a task that failed to take its replication slot this recently, while an older walsender still
 #: holds it, is stalled
@@ -85,17 +101,89 @@ def connector_spec(source: str, settings: Settings, endpoints: Endpoints) -> dic
     return spec
 
 
+def capture_config(kind: str, settings: Settings, topic_prefix: str, tables: dict[str, str]) -> dict[str, str]:
+    """The config keys that say what a connector captures (``tables``: ``schema.table`` -> topic)
+    and where each table's events go: one exact route per table, then the fallback."""
+    routed = {**tables, signal_table(kind, settings): source_topic(settings.source_topic_prefix, SIGNAL_TABLE)}
+    names = sorted(routed)
+    config = {"table.include.list": ",".join(names)}
+    if kind == "mariadb":
+        config["database.include.list"] = ",".join(sorted({name.partition(".")[0] for name in names}))
+    routes = []
+    for i, name in enumerate(names):
+        routes.append(f"table{i}")
+        config.update({f"transforms.table{i}.type": ROUTER, f"transforms.table{i}.regex": re.escape(f"{topic_prefix}.{name}"),
+                       f"transforms.table{i}.replacement": routed[name]})
+    routes.append("other")
+    config.update({"transforms.other.type": ROUTER,
+                   "transforms.other.regex": rf"{re.escape(topic_prefix)}\.([^.]+)\.([^.]+)",
+                   "transforms.other.replacement": f"{settings.source_topic_prefix}.$1.$2",
+                   "transforms": ",".join(routes)})
+    return config
+
+
+def routed_topic(config: dict[str, str], topic: str) -> str:
+    """Where ``config``'s chain of RegexRouters sends a record of ``topic`` (Java's regex and
+    replacement syntax, in the subset a topic name needs)."""
+    for name in filter(None, (n.strip() for n in config.get("transforms", "").split(","))):
+        if config.get(f"transforms.{name}.type") != ROUTER:
+            continue
+        match = re.fullmatch(config[f"transforms.{name}.regex"], topic)
+        if match:
+            topic = match.expand(re.sub(r"\$(\d+)", r"\\\1", config[f"transforms.{name}.replacement"]))
+    return topic
+
+
+def deployed_tables(kind: str, settings: Settings, config: dict[str, str]) -> dict[str, str]:
+    """What a deployed config captures: ``schema.table`` -> the topic its events go to now."""
+    entries = [e.strip() for e in config.get("table.include.list", "").split(",") if e.strip()]
+    return {e: routed_topic(config, f"{config['topic.prefix']}.{e}") for e in entries
+            if e != signal_table(kind, settings)}
+
+
+@dataclass(frozen=True)
+class CapturePlan:
+    tables: dict[str, str]
+    added: list[str]
+    kept: list[str]  # captured, named by no spec, kept
+    pruned: list[str]
+    moved: list[tuple[str, str, str]]  # (table, topic before, topic now)
+
+    def describe(self) -> list[str]:
+        lines = [f"captures {t} -> {self.tables[t]} (new: snapshotted incrementally)" for t in self.added]
+        lines += [f"routes {t} to {now} instead of {before}" for t, before, now in self.moved]
+        lines += [f"stops capturing {t} (--prune: no spec names it)" for t in self.pruned]
+        lines += [f"keeps capturing {t} -> {self.tables[t]} (no spec names it; --prune drops it)" for t in self.kept]
+        return lines
+
+
+def plan_capture(wanted: dict[str, str], deployed: dict[str, str], prune: bool) -> CapturePlan:
+    """The spec's tables (``wanted``) merged into what the connector captures (``deployed``)."""
+    others = sorted(set(deployed) - set(wanted))
+    tables = {**({} if prune else {t: deployed[t] for t in others}), **wanted}
+    return CapturePlan(
+        tables=tables, added=sorted(set(wanted) - set(deployed)), kept=[] if prune else others,
+        pruned=others if prune else [],
+        moved=[(t, deployed[t], wanted[t]) for t in sorted(set(wanted) & set(deployed)) if deployed[t] != wanted[t]])
+
+
 class Connector(Service):
     """Not a process: up means deployed with connector and every task RUNNING."""
 
     start_timeout = 120.0
 
-    def __init__(self, settings: Settings, source: str, endpoints: Endpoints | None = None) -> None:
+    def __init__(self, settings: Settings, source: str, endpoints: Endpoints | None = None,
+                 specs: list[Spec] | None = None, prune: bool = False) -> None:
         super().__init__(settings)
         self.source = source
         self.name = f"connector-{source}"
         self.endpoints = endpoints or Endpoints.native(settings)
         self.spec = connector_spec(source, settings, self.endpoints)
+        #: the specs whose tables it captures (default: the settings' spec, read when deploying)
+        self.specs = specs
+        self.prune = prune
+        #: tables the last deploy added to a running connector, to snapshot once it runs
+        self.added: list[str] = []
 
     @property
     def connector_url(self) -> str:
@@ -109,17 +197,30 @@ class Connector(Service):
     def log_path(self):
         return self.state / "logs" / "connect.log"
 
+    def wanted_tables(self) -> dict[str, str]:
+        tables: dict[str, str] = {}
+        for spec in self.specs if self.specs is not None else [load_spec(self.settings.spec_path)]:
+            tables.update(captured(spec, self.source, self.settings))
+        return tables
+
     def deploy(self, echo: Echo) -> None:
         """PUT the config unless Connect already has exactly it: an equal PUT would restart the tasks."""
         try:
             current = rest(self.connector_url + "/config")
         except ProbeFailed:
             current = None
-        wanted = self.spec["config"]
+        template = self.spec["config"]
+        deployed = deployed_tables(self.source, self.settings, current) if current else {}
+        plan = plan_capture(self.wanted_tables(), deployed, self.prune)
+        wanted = {**template, **capture_config(self.source, self.settings, template["topic.prefix"], plan.tables)}
         if current is not None and {k: v for k, v in current.items() if k != "name"} == wanted:
             return
         echo(f"{self.name}: {'updating' if current else 'creating'} {self.spec['name']}")
+        if current is not None:
+            for line in plan.describe():
+                echo(f"{self.name}: {line}")
         rest(self.connector_url + "/config", method="PUT", body=wanted, timeout=60)
+        self.added = plan.added if current is not None else []
 
     def ensure_up(self, echo: Echo) -> None:
         """Deploy, then wait until running; a failed or stalled connector is healed once."""
@@ -132,6 +233,8 @@ class Connector(Service):
         while True:
             try:
                 self.probe()
+                if self.added:
+                    self.snapshot_added(echo)
                 return
             except Stalled as stalled:
                 if not healed:
@@ -150,6 +253,41 @@ class Connector(Service):
             if time.monotonic() > deadline:
                 raise StackError(f"{self.name} not running ({why}); see {self.log_path}")
             time.sleep(0.5)
+
+    def snapshot_added(self, echo: Echo) -> None:
+        """Snapshot the tables the deploy added, once the tasks run with them (a signal that a task
+        of the old config reads is skipped: then it is sent again)."""
+        import asyncio
+
+        from cdcapp.tools.backfill import BackfillFailed, NotCaptured, Progress, backfill_debezium
+
+        tables, self.added = self.added, []
+        shown: list[int] = []
+
+        def show(progress: Progress) -> None:
+            done = int(progress.fraction * 10)
+            if not shown or done > shown[-1]:
+                shown.append(done)
+                echo(f"{self.name}: snapshot of {', '.join(tables)}: {done * 10} %")
+
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            configs = [t.get("config", {}) for t in rest(self.connector_url + "/tasks", timeout=10)]
+            if configs and all(set(tables) <= set(c.get("table.include.list", "").split(",")) for c in configs):
+                try:
+                    progress = asyncio.run(backfill_debezium(self.settings, self.source, tables, show,
+                                                             ADDED_SNAPSHOT_TIMEOUT_S))
+                    break
+                except NotCaptured:
+                    pass
+                except BackfillFailed as exc:
+                    raise StackError(f"{self.name}: the snapshot of {', '.join(tables)} failed ({exc}); "
+                                     f"`cdcapp backfill --source {self.source} --table ...` runs it again") from exc
+            if time.monotonic() > deadline:
+                raise StackError(f"{self.name}: the tasks did not take up {', '.join(tables)}; "
+                                 f"`cdcapp backfill --source {self.source} --table ...` snapshots them")
+            time.sleep(1)
+        echo(f"{self.name}: snapshot of " + ", ".join(f"{t} ({p.rows or 0:,} rows)" for t, p in progress.tables.items()))
 
     def probe(self) -> None:
         status = rest(self.connector_url + "/status", timeout=5)

@@ -29,13 +29,20 @@ import orjson
 
 from cdcapp.config import Settings
 from cdcapp.kafka_admin import end_offsets, notifications_topic
+from cdcapp.sources.capture import signal_table
 from cdcapp.sources.connections import connect, connect_sqlite
-
-SIGNAL_TABLE = "debezium_signal"
 
 
 class BackfillFailed(RuntimeError):
     pass
+
+
+class NotCaptured(BackfillFailed):
+    """The connector skipped tables it does not capture (yet: a config update not applied)."""
+
+    def __init__(self, tables: list[str]) -> None:
+        super().__init__(f"the connector does not capture {', '.join(tables)}")
+        self.tables = tables
 
 
 @dataclass
@@ -71,8 +78,8 @@ class Progress:
         return sum(parts) / len(parts) if parts else 0.0
 
 
-def data_collection(kind: str, settings: Settings, table: str) -> str:
-    return f"public.{table}" if kind == "postgres" else f"{settings.mariadb_db}.{table}"
+#: how a table scan may end (Debezium's TableScanCompletionStatus) without the backfill failing
+_SCANNED = {"SUCCEEDED", "EMPTY"}
 
 
 def apply_notification(progress: Progress, signal_id: str, body: dict[str, Any]) -> None:
@@ -84,11 +91,17 @@ def apply_notification(progress: Progress, signal_id: str, body: dict[str, Any])
         table = progress.tables.setdefault(str(data.get("current_collection_in_progress")), TableProgress())
         table.last_key, table.maximum_key = data.get("last_processed_key"), data.get("maximum_key")
     elif kind == "TABLE_SCAN_COMPLETED":
-        if data.get("status") not in (None, "SUCCEEDED"):
-            raise BackfillFailed(f"the scan of {data.get('scanned_collection')} ended {data.get('status')}")
+        status = data.get("status")
+        if status == "SKIPPED":
+            return  # COMPLETED follows, and names the table as not scanned
+        if status not in _SCANNED and status is not None:
+            raise BackfillFailed(f"the scan of {data.get('scanned_collection')} ended {status}")
         table = progress.tables.setdefault(str(data.get("scanned_collection")), TableProgress())
         table.rows = int(data.get("total_rows_scanned") or 0)
     elif kind == "COMPLETED":
+        skipped = [name for name, table in progress.tables.items() if table.rows is None]
+        if skipped:
+            raise NotCaptured(skipped)
         progress.done = True
     elif kind == "ABORTED":
         raise BackfillFailed("the connector aborted the incremental snapshot")
@@ -96,12 +109,13 @@ def apply_notification(progress: Progress, signal_id: str, body: dict[str, Any])
 
 async def backfill_debezium(settings: Settings, kind: str, tables: list[str], on_progress: Callable[[Progress], None],
                             timeout_s: float) -> Progress:
+    """``tables`` as the connector names them, ``schema.table`` (``cdcapp.sources.capture``)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     topic = notifications_topic(kind)
     ends = await end_offsets(settings.kafka_bootstrap, [topic])
     signal_id = f"backfill-{uuid.uuid4().hex[:16]}"
-    progress = Progress({data_collection(kind, settings, t): TableProgress() for t in tables})
+    progress = Progress({t: TableProgress() for t in tables})
     data = orjson.dumps({"data-collections": list(progress.tables), "type": "incremental"}).decode()
     await asyncio.to_thread(_signal, settings, kind, signal_id, data)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
@@ -130,7 +144,7 @@ def _signal(settings: Settings, kind: str, signal_id: str, data: str) -> None:
     conn = connect(kind, settings)  # type: ignore[arg-type]
     try:
         with conn.cursor() as cursor:
-            cursor.execute(f"INSERT INTO {SIGNAL_TABLE} (id, type, data) VALUES (%s, 'execute-snapshot', %s)",
+            cursor.execute(f"INSERT INTO {signal_table(kind, settings)} (id, type, data) VALUES (%s, 'execute-snapshot', %s)",
                            (signal_id, data))
         conn.commit()
     finally:
@@ -164,7 +178,8 @@ async def backfill_sqlite(db: Path, tables: list[str], on_progress: Callable[[Pr
 
 async def backfill(settings: Settings, kind: str, tables: list[str], db: Path | None,
                    on_progress: Callable[[Progress], None], timeout_s: float) -> Progress:
-    """Re-read ``tables`` of one source: ``kind`` postgres or mariadb (Debezium), or sqlite (``db``)."""
+    """Re-read ``tables`` (``cdcapp.sources.capture.source_name``s) of one source: ``kind`` postgres or
+    mariadb (Debezium), or sqlite (``db``)."""
     if kind == "sqlite":
         if db is None:
             raise BackfillFailed("a SQLite backfill needs the database file (--db)")

@@ -37,7 +37,7 @@ def run_demo(settings: Settings, changes: int, seed: int, settle_s: float, conso
     if not settings.clickhouse_url:
         # The stack runs a ClickHouse server: use it, so the result can be explored afterwards
         # (clickhouse-client --port <CLICKHOUSE_PORT>) while no worker runs.
-        url = f"clickhouse://default@127.0.0.1:{settings.clickhouse_port}/{settings.clickhouse_db}"
+        url = f"clickhouse://default@127.0.0.1:{settings.clickhouse_port}/{settings.database()}"
         settings = settings.model_copy(update={"clickhouse_url": url})
     console.rule("2. a pipeline worker")
     worker = WorkerProcess({"CDCAPP_CLICKHOUSE_URL": settings.clickhouse_url}, settings.web_port,

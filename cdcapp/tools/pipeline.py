@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cdcapp.clickhouse.client import is_server
+from cdcapp.clickhouse.client import is_server, pipeline_database
 from cdcapp.config import Settings
 from cdcapp.model.spec import Spec, load_spec
 from cdcapp.tools.verify import Report, verify
@@ -32,25 +32,32 @@ class Pipeline:
 
     @classmethod
     def fresh(cls, base: Settings, log_dir: Path, clickhouse_url: str | None = None, prefix: str = "t",
-              own_sources: bool = False, **overrides: str) -> "Pipeline":
+              own_sources: bool = False, spec_path: Path | None = None, **overrides: str) -> "Pipeline":
         """``own_sources``: source topics of its own (``<namespace>-src.<table>``), empty but for what
-        the caller sends there, instead of the shared ``oltp.*`` topics and their whole history."""
+        the caller sends there, instead of the shared ``oltp.*`` topics and their whole history.
+        ``spec_path``: the workers' spec (default: the built-in one)."""
         namespace = f"{prefix}{uuid.uuid4().hex[:10]}"
         source_prefix = f"{namespace}-src" if own_sources else base.source_topic_prefix
-        url = clickhouse_url or f"clickhouse://default@127.0.0.1:{base.clickhouse_port}/{namespace}"
+        # No database in the URL and no topic prefix: both derive from the app id.
+        url = clickhouse_url or f"clickhouse://default@127.0.0.1:{base.clickhouse_port}"
         env = {
             "CDCAPP_APP_ID": namespace,
-            "CDCAPP_INTERNAL_TOPIC_PREFIX": namespace,
             "CDCAPP_CLICKHOUSE_URL": url,
             "CDCAPP_STATE_DIR": str(base.state_path),
             "CDCAPP_STORE": "rocksdb://",
             "CDCAPP_SOURCE_TOPIC_PREFIX": source_prefix,
             "CDCAPP_PG_DB": base.pg_db,
+            **({"CDCAPP_SPEC_PATH": str(spec_path)} if spec_path else {}),
             **overrides,
         }
         settings = base.model_copy(update={"app_id": namespace, "internal_topic_prefix": namespace,
-                                           "clickhouse_url": url, "source_topic_prefix": source_prefix})
-        return cls(settings, env, log_dir)
+                                           "clickhouse_url": url, "source_topic_prefix": source_prefix,
+                                           **({"spec_path": spec_path} if spec_path else {})})
+        return cls(settings, env, log_dir, spec=load_spec(spec_path))
+
+    @property
+    def database(self) -> str:
+        return pipeline_database(self.settings, self.spec)
 
     def start_worker(self, wait: bool = True) -> WorkerProcess:
         port = free_port()

@@ -30,11 +30,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from cdcapp.clickhouse import generation as gen
-from cdcapp.clickhouse.client import ClickHouseUrl, Target, create_tables, open_target, string_literal
+from cdcapp.clickhouse.client import ClickHouseUrl, Target, create_tables, open_target, pipeline_database, string_literal
 from cdcapp.clickhouse.ddl import quote, replace_current_view, table_shapes
 from cdcapp.config import Settings
 from cdcapp.kafka_admin import commit_offsets, end_offsets, epochs_topic, group_members, produce_one, read_latest
 from cdcapp.model.spec import Spec
+from cdcapp.sources.capture import captured
 from cdcapp.tools import backfill as bf
 from cdcapp.tools.epochs import create_epochs_topic, source_topics
 from cdcapp.tools.pipeline import Pipeline
@@ -80,13 +81,13 @@ def plan(settings: Settings, spec: Spec, current: gen.Generation | None, stamp: 
     if url.scheme != "clickhouse":
         raise RebuildFailed("rebuild needs a ClickHouse server (CDCAPP_CLICKHOUSE_URL=clickhouse://...): chdb "
                             "lives inside one worker's process, where no second pipeline can write next to it")
-    live_db = url.database or spec.database
+    live_db = pipeline_database(settings, spec)
     suffix = f"r{stamp}"
     app_id, prefix = f"{settings.app_id}-{suffix}", f"{settings.internal_topic_prefix}-{suffix}"
     shadow_db = f"{live_db}__{suffix}"
     shadow = settings.model_copy(update={"app_id": app_id, "internal_topic_prefix": prefix,
                                          "clickhouse_url": url.with_database(shadow_db)})
-    return Plan(gen.applied(settings, current), shadow, gen.Generation(app_id, prefix, gen.spec_hash(spec), gen.SWAPPING),
+    return Plan(gen.applied(settings, spec, current), shadow, gen.Generation(app_id, prefix, gen.spec_hash(spec), gen.SWAPPING),
                 live_db, shadow_db, f"{live_db}__old_{suffix}")
 
 
@@ -136,7 +137,7 @@ class Rebuild:
     timeout_s: float = 3600.0
 
     def run(self, drop_old: bool) -> Plan:
-        target = open_target(self.settings.resolved_clickhouse_url, self.spec.database)
+        target = open_target(self.settings.resolved_clickhouse_url, pipeline_database(self.settings, self.spec))
         try:
             current = gen.current(target)
             plan_ = plan(self.settings, self.spec, current, stamp_now())
@@ -198,7 +199,7 @@ class Rebuild:
                 await produce_one(bootstrap, topic, key, value)
 
     async def _backfill(self, source: Source) -> None:
-        tables = list(self.spec.entities)
+        tables = list(captured(self.spec, source.kind, self.settings))
 
         def show(progress: bf.Progress) -> None:
             self.on_progress(source.source_id, progress)

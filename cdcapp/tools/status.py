@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from cdcapp.clickhouse import generation
-from cdcapp.clickhouse.client import ClickHouseUrl, Target, is_server, open_target, rows_per_table
+from cdcapp.clickhouse.client import ClickHouseUrl, Target, is_server, open_target, pipeline_database, rows_per_table
 from cdcapp.clickhouse.ddl import quote, table_shapes
 from cdcapp.config import Settings
 from cdcapp.kafka_admin import dlq_topic, end_offsets
@@ -134,7 +134,7 @@ def _stored(target: Target, spec: Spec) -> list[Check]:
 def clickhouse(settings: Settings, spec: Spec) -> tuple[list[Check], generation.Generation | None]:
     url = settings.resolved_clickhouse_url
     try:
-        target = open_target(url, spec.database)
+        target = open_target(url, pipeline_database(settings, spec))
         try:
             return _stored(target, spec), generation.current(target) if is_server(url) else None
         finally:
@@ -145,7 +145,7 @@ def clickhouse(settings: Settings, spec: Spec) -> tuple[list[Check], generation.
 
 def gather(settings: Settings, spec: Spec) -> Status:
     stored, current = clickhouse(settings, spec)
-    live = generation.applied(settings, current)
+    live = generation.applied(settings, spec, current)
     checks = connectors(settings)
     try:
         kafka, urls = asyncio.run(_kafka(settings, spec, live.app_id, live.internal_topic_prefix))

@@ -21,7 +21,7 @@ import orjson
 
 from cdcapp.model.types import ColumnType
 from cdcapp.config import Settings
-from cdcapp.clickhouse.client import ClickHouseUrl, open_target
+from cdcapp.clickhouse.client import ClickHouseUrl, open_target, pipeline_database
 from cdcapp.clickhouse.ddl import TableShape, table_shapes
 from cdcapp.sources.connections import connect
 from cdcapp.model.spec import Spec
@@ -83,7 +83,8 @@ def _quote(name: str, dialect: str) -> str:
 def _table(spec: Spec, entity: str, dialect: str) -> str:
     """The entity's source table as the dialect names it, schema-qualified when the spec says so."""
     schema, table = spec.entities[entity].source_table(entity)
-    return (f"{_quote(schema, dialect)}." if schema else "") + _quote(table, dialect)
+    # SQLite has one schema per file (capture installs its triggers on the main one).
+    return (f"{_quote(schema, dialect)}." if schema and dialect != "sqlite" else "") + _quote(table, dialect)
 
 
 def dimension_sql(spec: Spec, entity: str, dialect: str) -> str:
@@ -151,13 +152,13 @@ class ClickHouseReader:
         self.spec = spec
         url = settings.resolved_clickhouse_url
         parsed = ClickHouseUrl.parse(url)
-        self.database = parsed.database or spec.database
+        self.database = pipeline_database(settings, spec)
         self.worker_url = worker_url
         if self.worker_url is None and parsed.scheme == "chdb":
             candidate = f"http://{settings.web_host}:{settings.web_port}"
             if _answers(candidate):
                 self.worker_url = candidate
-        self._target = None if self.worker_url else open_target(url, spec.database)
+        self._target = None if self.worker_url else open_target(url, self.database)
 
     def query(self, sql: str) -> list[list[Any]]:
         if self._target is not None:

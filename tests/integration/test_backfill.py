@@ -39,7 +39,7 @@ def pipeline(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 def lose(pipeline: Pipeline, *tables: str) -> None:
     """ClickHouse loses every row of ``tables`` (as after a bad migration or a restored backup)."""
-    target = open_target(pipeline.settings.resolved_clickhouse_url, pipeline.spec.database)
+    target = open_target(pipeline.settings.resolved_clickhouse_url, pipeline.database)
     try:
         for table in tables:
             target.execute(f"TRUNCATE TABLE {target.database}.{table}")

@@ -107,7 +107,7 @@ def test_a_row_the_server_refuses_is_dead_lettered_and_the_rest_stored(stack: Se
     spec = load_spec()
     shapes = table_shapes(spec)
     db = f"cdcapp_test_{uuid.uuid4().hex[:12]}"
-    clickhouse = ClickHouse(f"clickhouse://default@127.0.0.1:{stack.clickhouse_port}/{db}", spec)
+    clickhouse = ClickHouse(f"clickhouse://default@127.0.0.1:{stack.clickhouse_port}/{db}", spec, db)
     client = Client("127.0.0.1", port=stack.clickhouse_port)
 
     def row(table: str, i: int, **values: object) -> SinkRow:

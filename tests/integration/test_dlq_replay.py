@@ -88,7 +88,7 @@ def test_a_row_for_a_table_the_spec_lacked_is_replayed_once_the_spec_has_it(stac
         done = cli(pipeline, "replay", "--stage", "sink", "--error", "unknown table")
         assert done.returncode == 0 and "1 letters sent back" in done.stdout, done.stdout + done.stderr
 
-        target = open_target(pipeline.settings.resolved_clickhouse_url, "olap_db")
+        target = open_target(pipeline.settings.resolved_clickhouse_url, pipeline.database)
         try:
             def stored() -> list:
                 return target.query(f"SELECT id, status, toString(total) FROM {target.database}.dim_order_current")

@@ -33,15 +33,15 @@ pytestmark = pytest.mark.stack
 class Reader(threading.Thread):
     """What a dashboard sees: the view's row count and whether it has the new column, every 50 ms."""
 
-    def __init__(self, url: str, source_id: str) -> None:
+    def __init__(self, url: str, database: str, source_id: str) -> None:
         super().__init__(daemon=True)
-        self.url, self.source_id = url, source_id
+        self.url, self.database, self.source_id = url, database, source_id
         self.samples: list[tuple[int, bool]] = []
         self.errors: list[str] = []
         self.done = threading.Event()
 
     def run(self) -> None:
-        target = open_target(self.url, "olap_db")
+        target = open_target(self.url, self.database)
         db = target.database
         try:
             while not self.done.is_set():
@@ -73,7 +73,7 @@ def test_rebuild_fills_a_new_fact_column_for_all_history_and_swaps(stack: Settin
         report = pipeline.verify("sqlite", source_id, db, wait_s=300)
         assert report.equal, report.render()
 
-        reader = Reader(pipeline.settings.resolved_clickhouse_url, source_id)
+        reader = Reader(pipeline.settings.resolved_clickhouse_url, pipeline.database, source_id)
         reader.start()
         app = BackgroundWorkload(lambda: connect_sqlite(db), "sqlite", rate=50, seed=77)
         app.start()

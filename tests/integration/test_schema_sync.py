@@ -49,7 +49,7 @@ def pipeline(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 def clickhouse(pipeline: Pipeline) -> Any:
-    return open_target(pipeline.settings.resolved_clickhouse_url, pipeline.spec.database)
+    return open_target(pipeline.settings.resolved_clickhouse_url, pipeline.database)
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str) -> float:

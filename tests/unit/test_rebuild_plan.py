@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from cdcapp.clickhouse.client import pipeline_database
 from cdcapp.clickhouse.generation import LIVE, SWAPPING, Generation, applied, spec_hash
 from cdcapp.config import Settings
 from cdcapp.model.spec import DEFAULT_SPEC, load_spec
@@ -50,11 +51,13 @@ def test_one_rename_moves_the_live_tables_out_and_the_rebuilt_ones_in() -> None:
 
 
 def test_a_worker_takes_the_live_generations_namespace() -> None:
-    base = settings(worker_dir=Path("/w"))
-    assert applied(base, None) is base
-    joined = applied(base, Generation("cdcapp-r1", "cdcapp-r1", "abc", LIVE))
-    assert (joined.app_id, joined.internal_topic_prefix, joined.worker_dir) == ("cdcapp-r1", "cdcapp-r1",
-                                                                                Path("/w/cdcapp-r1"))
+    base = settings(worker_dir=Path("/w"), app_id="shop", clickhouse_url="clickhouse://default@127.0.0.1:19000")
+    assert applied(base, load_spec(), None) is base
+    joined = applied(base, load_spec(), Generation("shop-r1", "shop-r1", "abc", LIVE))
+    assert (joined.app_id, joined.internal_topic_prefix, joined.worker_dir) == ("shop-r1", "shop-r1",
+                                                                                Path("/w/shop-r1"))
+    # The database stays the one handed over, though by default it follows the app id.
+    assert pipeline_database(joined, load_spec()) == pipeline_database(base, load_spec()) == "shop"
 
 
 def test_the_spec_hash_follows_the_spec(tmp_path: Path) -> None:

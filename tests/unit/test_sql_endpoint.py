@@ -62,7 +62,7 @@ def test_a_token_is_required_once_set_and_off_loopback_without_one() -> None:
 
 def test_the_embedded_engine_reads_only_the_pipeline_database(tmp_path: Path) -> None:
     spec = load_spec()
-    clickhouse = ClickHouse(f"chdb://{tmp_path / 'chdb'}", spec)
+    clickhouse = ClickHouse(f"chdb://{tmp_path / 'chdb'}", spec, "olap_db")
 
     async def run() -> None:
         try:

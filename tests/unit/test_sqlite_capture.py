@@ -179,7 +179,7 @@ def test_envelope_shape():
 
 def test_delete_is_followed_by_a_tombstone():
     row = cap.LogRow(7, "orders", "d", '{"id":3}', '{"id":3,"total":"9.99"}', None, 123)
-    records = cap.change_records(row, topic_prefix="oltp", source_id="s", db_name="shop.db")
+    records = cap.change_records(row, topic="oltp.orders", source_id="s", db_name="shop.db")
     assert [(r.topic, r.key) for r in records] == [("oltp.orders", b'{"id":3}')] * 2
     value = orjson.loads(records[0].value)
     assert value["op"] == "d" and value["before"] == {"id": 3, "total": "9.99"} and value["after"] is None
@@ -434,9 +434,9 @@ def test_install_after_an_alter_nothing_followed_logs_the_rows_again(conn, db):
 
 def test_a_row_logged_again_goes_out_as_a_snapshot_read():
     row = cap.LogRow(7, "customers", "u", '{"id":1}', None, '{"id":1,"email":"a"}', 1)
-    (record,) = cap.change_records(row, topic_prefix="oltp", source_id="shop", db_name="shop.db")
+    (record,) = cap.change_records(row, topic="oltp.x", source_id="shop", db_name="shop.db")
     value = orjson.loads(record.value)
     assert (value["op"], value["source"]["snapshot"], value["source"]["seq"]) == ("r", "true", 7)
     update = cap.LogRow(8, "customers", "u", '{"id":1}', '{"id":1,"email":"a"}', '{"id":1,"email":"b"}', 1)
-    assert orjson.loads(cap.change_records(update, topic_prefix="oltp", source_id="shop",
+    assert orjson.loads(cap.change_records(update, topic="oltp.x", source_id="shop",
                                            db_name="shop.db")[0].value)["op"] == "u"

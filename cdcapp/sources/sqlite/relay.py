@@ -1,7 +1,7 @@
 """The SQLite relay: publishes the capture triggers' change log to Kafka, at least once.
 
 The relay turns log rows into Debezium envelopes (JsonConverter with schemas disabled) on
-``<source_topic_prefix>.<table>``, keyed by the primary key image ``{"id": 1}``, with a
+the table's topic (its entity's in the spec, else ``<source_topic_prefix>.<table>``), keyed by the primary key image ``{"id": 1}``, with a
 tombstone after each delete.
 
 Positions. ``_cdc_log.seq`` is AUTOINCREMENT and SQLite has a single writer, so seq order
@@ -22,7 +22,7 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -72,7 +72,7 @@ class LogRow:
     ts_ms: int
 
 
-def change_records(row: LogRow, *, topic_prefix: str, source_id: str, db_name: str,
+def change_records(row: LogRow, *, topic: str, source_id: str, db_name: str,
                    schema: dict[str, Any] | None = None) -> list[Record]:
     """The Kafka records for one change: its event, plus a tombstone after a delete.
 
@@ -93,7 +93,6 @@ def change_records(row: LogRow, *, topic_prefix: str, source_id: str, db_name: s
         publish_ts_ms=_now_ms(),
         schema=schema,
     )
-    topic = source_topic(topic_prefix, row.tbl)
     key = row.pk.encode()
     records = [Record(topic, key, orjson.dumps(value))]
     if row.op == "d":
@@ -277,9 +276,11 @@ class Relay:
         poll_interval: float,
         batch_size: int,
         progress_interval: float,
+        topics: Mapping[str, str],
     ) -> None:
         self.db = Path(db)
         self.settings = settings
+        self.topics = topics
         self.source_id = source_id
         self.producer = producer
         self.poll_interval = poll_interval
@@ -368,12 +369,14 @@ class Relay:
         log.info("relay %s: snapshot done, %d rows", self.db, rows_total)
         return state
 
+    def topic(self, table: str) -> str:
+        return self.topics.get(table) or source_topic(self.settings.source_topic_prefix, table)
+
     def _change_records(self, rows: list[LogRow]) -> list[Record]:
-        prefix = self.settings.source_topic_prefix
         return [
             rec
             for row in rows
-            for rec in change_records(row, topic_prefix=prefix, source_id=self.source_id, db_name=self.db.name,
+            for rec in change_records(row, topic=self.topic(row.tbl), source_id=self.source_id, db_name=self.db.name,
                                       schema=self.schemas.get(row.tbl))
         ]
 
@@ -391,7 +394,7 @@ class Relay:
             publish_ts_ms=_now_ms(),
             schema=self.schemas.get(info.name),
         )
-        return Record(source_topic(self.settings.source_topic_prefix, info.name), key.encode(), orjson.dumps(value))
+        return Record(self.topic(info.name), key.encode(), orjson.dumps(value))
 
     async def _send(self, records: list[Record]) -> None:
         """Send in order and return once Kafka acknowledged all of them."""
@@ -436,10 +439,12 @@ async def run_relay(
     batch_size: int = 1000,
     progress_interval: float = 5.0,
     producer: Any = None,
+    topics: Mapping[str, str] | None = None,
 ) -> RelayStats:
     """Snapshot, then publish the change log of ``db`` until ``stop_event`` is set.
 
-    ``producer`` stands in for the aiokafka producer (tests); by default one is made from
+    ``topics``: table -> topic (``cdcapp.sources.capture.captured``; a table not in it goes to
+    ``<source_topic_prefix>.<table>``). ``producer`` stands in for the aiokafka producer (tests); by default one is made from
     ``settings`` with ``acks=all`` and idempotence, and the source topics are created.
     """
     db = Path(db)
@@ -457,7 +462,8 @@ async def run_relay(
         prefix = settings.source_topic_prefix
         await create_missing_topics(
             settings.kafka_bootstrap,
-            [TopicSpec(source_topic(prefix, t), settings.partitions, settings.replication_factor) for t in tables],
+            [TopicSpec((topics or {}).get(t) or source_topic(prefix, t), settings.partitions,
+                       settings.replication_factor) for t in tables],
         )
         producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap,
@@ -475,6 +481,7 @@ async def run_relay(
         poll_interval=poll_interval,
         batch_size=batch_size,
         progress_interval=progress_interval,
+        topics=topics or {},
     )
     try:
         stats = await relay.run(stop)

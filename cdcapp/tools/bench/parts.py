@@ -315,7 +315,7 @@ def freshness(drained: Drained, rates: list[float], duration_s: float, echo: Ech
     results = []
     source, pipeline = drained.source, drained.pipeline
     for rate in rates:
-        markers = Markers(source, pipeline.settings.app_id)
+        markers = Markers(source, pipeline.database)
         outcome: dict[str, Any] = {}
 
         def generate() -> None:
@@ -437,7 +437,7 @@ def fanout(pipeline: Pipeline, source: BenchSource, worker: WorkerProcess, hot_i
         conn.close()
     started = time.monotonic()
     done = wait_caught_up(pipeline, source, worker, timeout_s=3600, poll_s=0.5)
-    target = open_target(pipeline.settings.resolved_clickhouse_url, pipeline.settings.app_id)
+    target = open_target(pipeline.settings.resolved_clickhouse_url, pipeline.database)
     try:
         shown = target.query(
             f"SELECT count() FROM {target.database}.fact_order_current WHERE _source = '{source.name}' "
