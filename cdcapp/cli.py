@@ -32,6 +32,8 @@ def capture_sqlite(
                                "CDCAPP_SPEC_PATH, else the built-in spec)."),
     poll_ms: int = typer.Option(100, "--poll-ms", min=1, help="Poll interval of the change log when idle."),
     batch: int = typer.Option(1000, "--batch", min=1, help="Change-log rows per Kafka round trip."),
+    spec_path: Path | None = typer.Option(None, "--spec", help="The spec whose tables to capture, each to its "
+                                          "entity's topic (default: CDCAPP_SPEC_PATH, else the built-in one)."),
 ) -> None:
     """Install trigger capture on a SQLite database and relay its changes to Kafka until stopped."""
     from cdcapp.config import get_settings
@@ -41,7 +43,7 @@ def capture_sqlite(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
-    topics = captured(load_spec(settings.spec_path), "sqlite", settings)
+    topics = captured(load_spec(spec_path or settings.spec_path), "sqlite", settings)
     try:
         if uninstall:
             sqlite.uninstall(db)

@@ -16,16 +16,21 @@ from cdcapp.tools.workload import run_workload
 
 
 @contextmanager
-def sqlite_source(folder: Path, source_id: str, topic_prefix: str | None = None) -> Iterator[Path]:
-    """The database's path, once its relay streams (to ``<topic_prefix>.<table>``, default: the settings')."""
-    db = folder / "shop.db"
-    conn = connect_sqlite(db)
-    create_oltp_schema("sqlite", conn)
-    conn.close()
+def sqlite_source(folder: Path, source_id: str, topic_prefix: str | None = None, spec_path: Path | None = None,
+                  db: Path | None = None) -> Iterator[Path]:
+    """The database's path, once its relay streams (to ``<topic_prefix>.<table>``, default: the settings').
+    Without ``db``, a new one with the e-commerce schema; ``spec_path``: the spec the capture follows."""
+    if db is None:
+        db = folder / "shop.db"
+        conn = connect_sqlite(db)
+        create_oltp_schema("sqlite", conn)
+        conn.close()
     log_path = folder / "relay.log"
+    spec_args = ["--spec", str(spec_path)] if spec_path else []
     with open(log_path, "wb") as log:
         relay = subprocess.Popen(
-            [sys.executable, "-m", "cdcapp.cli", "capture", "sqlite", "--db", str(db), "--source-id", source_id],
+            [sys.executable, "-m", "cdcapp.cli", "capture", "sqlite", "--db", str(db), "--source-id", source_id,
+             *spec_args],
             stdout=log, stderr=subprocess.STDOUT,
             env=os.environ | ({"CDCAPP_SOURCE_TOPIC_PREFIX": topic_prefix} if topic_prefix else {}),
         )
