@@ -37,6 +37,9 @@ class StageStore(Protocol):
 class BatchResult(Outputs):
     #: groups that raised, with the exception: their key's state is left as it was
     failed: list[tuple[str, list[Message], Exception]] = field(default_factory=list)
+    #: key -> whether it waits for a missing join side now (``EntityStage.waiting``), for every key
+    #: whose state the batch changed
+    waiting: dict[str, bool] = field(default_factory=dict)
 
 
 def by_key(batch: Iterable[Message]) -> tuple[dict[str, list[Message]], list[Any]]:
@@ -71,6 +74,7 @@ def apply_batch(stage: EntityStage, store: StageStore, batch: Iterable[Message])
             continue
         if result.changed:
             store.put(key, result.state)
+            out.waiting[key] = stage.waiting(result.state)
         for (child_entity, ref, child_key), on in result.subscriptions.items():
             store.subscribe(key, child_entity, ref, child_key, on)
     return out

@@ -115,6 +115,14 @@ class EntityStage:
         return {"row": {c: row.get(c) for c in self.plan.projection},
                 "refs": {name: slots[name]["view"] for name in self.plan.exported_refs}}
 
+    def waiting(self, state: State | None) -> bool:
+        """A live row whose reference points at a parent without a view (not arrived yet, deleted,
+        or waiting itself): it has no fact row and gives its children nothing until that changes."""
+        if state is None or not state["live"]:
+            return False
+        slots = state["refs"]
+        return any(slots[name]["key"] is not None and slots[name]["view"] is None for name in self.refs)
+
     def _fact_input(self, state: State | None) -> tuple[list[Any], list[Any]] | None:
         """What this row's fact rows are computed from (None: no inner-join row); comparing it
         costs a fraction of computing the rows."""

@@ -19,7 +19,8 @@ from prometheus_client import Metric
 
 from cdcapp.clickhouse.client import ClickHouse, rows_per_table
 from cdcapp.config import Settings
-from cdcapp.runtime.metrics import CONSUMER_LAG, DEAD_LETTERS, END_TO_END_LAG, SINK_ROWS
+from cdcapp.runtime.metrics import (CONSUMER_LAG, DEAD_LETTERS, END_TO_END_LAG, PENDING_JOIN_OLDEST, PENDING_JOINS,
+                                    SINK_ROWS)
 
 SAMPLE_EVERY_S = 2.0
 KEPT = 150  # samples: five minutes
@@ -116,8 +117,11 @@ class Live:
         for s in _samples(DEAD_LETTERS):
             if s.name.endswith("_total"):
                 letters[s.labels["stage"]] = letters.get(s.labels["stage"], 0) + s.value
+        oldest = {s.labels["entity"]: s.value for s in _samples(PENDING_JOIN_OLDEST)}
+        pending = {s.labels["entity"]: {"rows": s.value, "oldest_s": oldest.get(s.labels["entity"], 0.0)}
+                   for s in _samples(PENDING_JOINS)}
         return {"connectors": self.connectors, "series": series(list(self.samples)), "stored_rows": self.stored_rows,
-                "consumer_lag": by_topic, "dead_letters": letters}
+                "consumer_lag": by_topic, "dead_letters": letters, "pending_joins": pending}
 
 
 def check_connectors(settings: Settings) -> list[dict[str, Any]]:

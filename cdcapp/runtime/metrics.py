@@ -48,6 +48,16 @@ CONSUMER_LAG = Gauge(
     "Records of a partition this worker owns that it has not read yet (the partition's end offset minus its "
     "position), by topic and partition; checked every second.", ["topic", "partition"], registry=REGISTRY,
 )
+PENDING_JOINS = Gauge(
+    "cdcapp_pending_joins",
+    "Rows waiting for a missing join side (a parent not arrived yet, deleted, or waiting itself), by entity, "
+    "in the partitions this worker owns.", ["entity"], registry=REGISTRY,
+)
+PENDING_JOIN_OLDEST = Gauge(
+    "cdcapp_pending_join_oldest_seconds",
+    "How long the longest-waiting of those rows has waited (at least: rows found when the worker took their "
+    "partition over count from then), by entity.", ["entity"], registry=REGISTRY,
+)
 STALE_DELIVERIES = Counter(
     "cdcapp_rebalance_stale_deliveries_total",
     "Deliveries a rebalance overtook: withheld and re-read (seeked_again), or acked without commit credit "

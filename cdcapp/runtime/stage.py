@@ -10,6 +10,7 @@ expansion of every broadcast over its subscription entries) go out as batch reco
 from __future__ import annotations
 
 import logging
+import time
 
 import faust
 
@@ -21,7 +22,9 @@ from cdcapp.model.spec import Spec
 from cdcapp.runtime.batching import each_batch
 from cdcapp.runtime.dlq import send_dead_letter
 from cdcapp.runtime.metrics import BATCH_EVENTS, EVENTS, STALE_CHANGES
+from cdcapp.runtime import pending
 from cdcapp.runtime.outbox import Outbox
+from cdcapp.runtime.pending import PendingJoins
 from cdcapp.runtime.tables import StageTables
 from cdcapp.runtime.topics import Topics
 
@@ -36,14 +39,18 @@ CHUNK = 1000
 
 def register(app: faust.App, spec: Spec, topics: Topics, partitions: int, linger_s: float) -> dict[str, StageTables]:
     tables = {}
+    trackers = {}
     for entity, entity_plan in plan(spec).items():
         tables[entity] = StageTables(app, entity, partitions)
-        _register_stage(app, topics, EntityStage(entity_plan), tables[entity], partitions, linger_s)
+        stage = EntityStage(entity_plan)
+        trackers[entity] = PendingJoins(stage, tables[entity], partitions)
+        _register_stage(app, topics, stage, tables[entity], trackers[entity], partitions, linger_s)
+    pending.register(app, trackers, topics.stage_names)
     return tables
 
 
-def _register_stage(app: faust.App, topics: Topics, stage: EntityStage, tables: StageTables, partitions: int,
-                    linger_s: float) -> None:
+def _register_stage(app: faust.App, topics: Topics, stage: EntityStage, tables: StageTables, waiting: PendingJoins,
+                    partitions: int, linger_s: float) -> None:
     name = f"stage.{stage.entity}"
 
     def partition_for(key: str) -> int:
@@ -65,6 +72,7 @@ def _register_stage(app: faust.App, topics: Topics, stage: EntityStage, tables: 
         for partition, records in by_partition.items():
             store = tables.store(partition)
             result = apply_batch(stage, store, [m for _, batch in records for m in batch])
+            waiting.update(partition, result.waiting, time.time())
             for key, group, exc in result.failed:
                 event = next(e for e, batch in records if any(m in group for m in batch))
                 await send_dead_letter(topics.dlq, event.message, name, f"{type(exc).__name__}: {exc} (key {key})",

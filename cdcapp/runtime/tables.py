@@ -93,6 +93,13 @@ class TableIO:
                 return
             yield key
 
+    def items(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, value) of a partition, as of the call (RocksDB: an iterator's snapshot)."""
+        rocksdb = self._rocksdb
+        if rocksdb is None:
+            return iter(list(self.table.data.data.items()))
+        return iter(rocksdb._db_for_partition(partition).items())
+
     async def flush(self, producer: Any) -> None:
         """Send the pending writes to the changelog, in batches per partition."""
         if not self.pending:
