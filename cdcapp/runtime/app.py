@@ -23,7 +23,7 @@ from cdcapp.debezium.epochs import Epochs
 from cdcapp.kafka_admin import epochs_topic, read_latest
 from cdcapp.logfmt import json_logging
 from cdcapp.model.spec import Spec, load_spec
-from cdcapp.runtime import ingest, sink, stage, web
+from cdcapp.runtime import ingest, sink, snapshots, stage, web
 from cdcapp.runtime.faust import pinned
 from cdcapp.runtime.faust.transport import Transport
 from cdcapp.runtime.live import Live
@@ -125,8 +125,9 @@ def create_app(settings: Settings, spec: Spec | None = None) -> CdcApp:
     sink.register(app, topics, event_sink, acks, clickhouse, schema,
                   check_interval_s=min(0.1, settings.flush_interval_ms / 4000))
     app.pipeline = Pipeline(settings, spec, topics, stage_tables, event_sink, clickhouse, epochs)
-    web.register(app, spec, stage_tables, event_sink, clickhouse, settings.partitions, Live(settings, clickhouse),
-                 settings.web_token)
+    live = Live(settings, clickhouse)
+    web.register(app, spec, stage_tables, event_sink, clickhouse, settings.partitions, live, settings.web_token)
+    snapshots.register(app, settings.kafka_bootstrap, live.snapshots)
     watch_generation(app, clickhouse, settings.app_id)
     report_consumer_lag(app)
     return app

@@ -19,6 +19,7 @@ from prometheus_client import Metric
 
 from cdcapp.clickhouse.client import ClickHouse, rows_per_table
 from cdcapp.config import Settings
+from cdcapp.debezium.notifications import Snapshot
 from cdcapp.runtime.metrics import (CONSUMER_LAG, DEAD_LETTERS, END_TO_END_LAG, PENDING_JOIN_OLDEST, PENDING_JOINS,
                                     SINK_ROWS)
 
@@ -85,6 +86,8 @@ class Live:
     stored_rows: dict[str, int] = field(default_factory=dict)
     checked_at: dict[str, float] = field(default_factory=dict)
     viewed_at: float = float("-inf")
+    #: connector (logical name) -> its newest snapshot (``cdcapp.runtime.snapshots``)
+    snapshots: dict[str, Snapshot] = field(default_factory=dict)
 
     def viewed(self) -> None:
         self.viewed_at = time.monotonic()
@@ -120,7 +123,9 @@ class Live:
         oldest = {s.labels["entity"]: s.value for s in _samples(PENDING_JOIN_OLDEST)}
         pending = {s.labels["entity"]: {"rows": s.value, "oldest_s": oldest.get(s.labels["entity"], 0.0)}
                    for s in _samples(PENDING_JOINS)}
-        return {"connectors": self.connectors, "series": series(list(self.samples)), "stored_rows": self.stored_rows,
+        connectors = [{**c, "snapshot": self.snapshots[c["logical"]].view()} if c.get("logical") in self.snapshots
+                      else c for c in self.connectors]
+        return {"connectors": connectors, "series": series(list(self.samples)), "stored_rows": self.stored_rows,
                 "consumer_lag": by_topic, "dead_letters": letters, "pending_joins": pending}
 
 
@@ -132,5 +137,5 @@ def check_connectors(settings: Settings) -> list[dict[str, Any]]:
         states = deployed_states(settings)
     except ProbeFailed as exc:
         return [{"name": "kafka connect", "ok": None, "detail": f"not reachable from this worker: {exc}"}]
-    return [{"name": name, "ok": why is None, "detail": "RUNNING, capturing" if why is None else why.splitlines()[0]}
-            for name, why in states]
+    return [{"name": name, "logical": logical, "ok": why is None,
+             "detail": "RUNNING, capturing" if why is None else why.splitlines()[0]} for name, logical, why in states]

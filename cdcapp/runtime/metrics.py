@@ -58,6 +58,14 @@ PENDING_JOIN_OLDEST = Gauge(
     "How long the longest-waiting of those rows has waited (at least: rows found when the worker took their "
     "partition over count from then), by entity.", ["entity"], registry=REGISTRY,
 )
+SNAPSHOT_PROGRESS = Gauge(
+    "cdcapp_snapshot_progress_ratio",
+    "How far the newest snapshot of each Debezium connector is, 0 to 1 (its initial one, a backfill, tables "
+    "added to it), from the connector's notifications.", ["connector"], registry=REGISTRY,
+)
+SNAPSHOT_RUNNING = Gauge(
+    "cdcapp_snapshot_running", "1 while a connector's snapshot runs.", ["connector"], registry=REGISTRY,
+)
 STALE_DELIVERIES = Counter(
     "cdcapp_rebalance_stale_deliveries_total",
     "Deliveries a rebalance overtook: withheld and re-read (seeked_again), or acked without commit credit "

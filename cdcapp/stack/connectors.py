@@ -347,9 +347,11 @@ class Connector(Service):
         return False
 
 
-def deployed_states(settings: Settings) -> list[tuple[str, str | None]]:
-    """(name, None when capturing else why not) of each cdcapp connector deployed in Connect;
-    ``ProbeFailed`` when Connect does not answer."""
+def deployed_states(settings: Settings) -> list[tuple[str, str, str | None]]:
+    """(name, Debezium's logical name (``topic.prefix``, what its notifications call it), None when
+    capturing else why not) of each cdcapp connector deployed in Connect; ``ProbeFailed`` when
+    Connect does not answer."""
     connectors = [Connector(settings, source) for source in SOURCES]
     deployed = set(rest(f"{connectors[0].endpoints.connect_url}/connectors", timeout=5))
-    return [(c.spec["name"], c.check()) for c in connectors if c.spec["name"] in deployed]
+    return [(c.spec["name"], c.spec["config"]["topic.prefix"], c.check()) for c in connectors
+            if c.spec["name"] in deployed]

@@ -21,13 +21,14 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from cdcapp.config import Settings
+from cdcapp.debezium.notifications import Progress, TableProgress
 from cdcapp.kafka_admin import end_offsets, notifications_topic
 from cdcapp.sources.capture import signal_table
 from cdcapp.sources.connections import connect, connect_sqlite
@@ -43,39 +44,6 @@ class NotCaptured(BackfillFailed):
     def __init__(self, tables: list[str]) -> None:
         super().__init__(f"the connector does not capture {', '.join(tables)}")
         self.tables = tables
-
-
-@dataclass
-class TableProgress:
-    """Where the scan of one table is: keys read of the largest key, rows read when done."""
-
-    last_key: str | None = None
-    maximum_key: str | None = None
-    rows: int | None = None
-    #: the share done, where it is known otherwise than by keys (the SQLite relay's position)
-    share: float | None = None
-
-    @property
-    def fraction(self) -> float | None:
-        if self.rows is not None:
-            return 1.0
-        if self.share is not None:
-            return self.share
-        try:
-            return min(1.0, int(self.last_key) / int(self.maximum_key)) if self.maximum_key else None
-        except (TypeError, ValueError):  # a composite or text key: progress only by table
-            return None
-
-
-@dataclass
-class Progress:
-    tables: dict[str, TableProgress] = field(default_factory=dict)
-    done: bool = False
-
-    @property
-    def fraction(self) -> float:
-        parts = [t.fraction or 0.0 for t in self.tables.values()]
-        return sum(parts) / len(parts) if parts else 0.0
 
 
 #: how a table scan may end (Debezium's TableScanCompletionStatus) without the backfill failing

@@ -57,7 +57,7 @@ def connectors(settings: Settings) -> list[Check]:
         states = deployed_states(settings)
     except ProbeFailed as exc:
         return [Check("capture", "kafka connect", False, f"unreachable: {exc}")]
-    checks = [Check("capture", name, why is None, why or "RUNNING, capturing") for name, why in states]
+    checks = [Check("capture", name, why is None, why or "RUNNING, capturing") for name, _, why in states]
     return checks or [Check("capture", "kafka connect", True, "no Debezium connector deployed (SQLite relays are "
                                                                 "not seen from here)")]
 

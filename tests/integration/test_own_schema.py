@@ -66,6 +66,13 @@ def drop(stack: Settings, kind: str, schema: str) -> None:
         conn.close()
 
 
+def until_true(check, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
 def dead_letters(settings: Settings) -> int:
     return sum(asyncio.run(end_offsets(settings.kafka_bootstrap, [dlq_topic(settings.internal_topic_prefix)])).values())
 
@@ -116,6 +123,11 @@ def test_a_blog_in_its_own_schema_beside_the_shop(stack: Settings, tmp_path: Pat
                 running.enter_context(sqlite_source(tmp_path / "blog", blog_source, spec_path=spec_path, db=blog_db))
             else:
                 Connector(stack, kind, specs=[load_spec(), spec]).ensure_up(echoed.append)
+                # The blog's worker saw the snapshot the deploy asked for, on its metrics and page.
+                worker = blog.workers[0]
+                until_true(lambda: (kind, 1.0) in [(labels["connector"], value) for labels, value in
+                                                   worker.metric_samples("cdcapp_snapshot_progress_ratio")],
+                           60, "the snapshot's progress at 1")
             # Then the blog's changes stream (through the publication the connector extended).
             streamed_from = writers[0].changes
             while writers[0].changes < streamed_from + 300:

@@ -65,6 +65,10 @@ def test_the_status_page_shows_live_numbers_and_a_stopped_connector_in_red(stack
             dom = until(stored_and_flowing, 120, "fact_order's rows and its live rate on the page")
             assert 'id="health" class="ok-text">healthy' in dom
             assert re.search(r'class="card connector ok" data-name="cdcapp-postgres"', dom)
+            # Its newest snapshot, from the connector's notifications (the stack's first deploy took one).
+            card = dom.split('data-name="cdcapp-postgres"', 1)[1].split('class="card', 1)[0]
+            assert re.search(r'class="snapshot[^"]*" data-state="(completed|running|aborted)">[^<]*(initial|incremental) '
+                             r'snapshot of \d+ tables', card), card
             browse(worker.url + "/", f"--screenshot={tmp_path / 'healthy.png'}")
             assert (tmp_path / "healthy.png").stat().st_size > 10_000
 
