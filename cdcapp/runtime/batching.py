@@ -27,6 +27,16 @@ import faust
 log = logging.getLogger(__name__)
 
 
+def positions(events: list[faust.EventT]) -> str:
+    """Where a batch's records are: ``topic[partition]@first..last`` per partition."""
+    spans: dict[tuple[str, int], list[int]] = {}
+    for event in events:
+        span = spans.setdefault((event.message.topic, event.message.partition), [event.message.offset] * 2)
+        span[0], span[1] = min(span[0], event.message.offset), max(span[1], event.message.offset)
+    return ", ".join(f"{topic}[{partition}]@{low}" + (f"..{high}" if high != low else "")
+                     for (topic, partition), (low, high) in sorted(spans.items()))
+
+
 async def each_batch(stream: faust.StreamT, handle: Callable[[list[faust.EventT]], Awaitable[None]],
                      max_events: int, linger_s: float) -> None:
     manual = stream.noack()
@@ -62,7 +72,8 @@ async def each_batch(stream: faust.StreamT, handle: Callable[[list[faust.EventT]
             try:
                 await handle(batch)
             except Exception as exc:
-                log.exception("a batch of %d events could not be handled; the worker stops", len(batch))
+                log.exception("a batch of %d events (%s) could not be handled; the worker stops", len(batch),
+                              positions(batch))
                 await stream.app.crash(exc)
                 raise
             for event in batch:

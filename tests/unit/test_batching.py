@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from cdcapp.runtime.batching import each_batch
+from cdcapp.runtime.batching import each_batch, positions
 
 
 class Stream:
@@ -70,3 +70,11 @@ async def test_a_batch_that_cannot_be_handled_crashes_the_worker_unacknowledged(
     with pytest.raises(RuntimeError, match="broken"):
         await each_batch(stream, handle, max_events=10, linger_s=0.01)
     assert stream.acked == [] and [str(e) for e in stream.crashed] == ["broken"]
+
+
+def test_a_failed_batch_is_named_by_where_its_records_are() -> None:
+    def event(topic: str, partition: int, offset: int) -> Any:
+        return SimpleNamespace(message=SimpleNamespace(topic=topic, partition=partition, offset=offset))
+
+    batch = [event("oltp.orders", 1, 7), event("oltp.orders", 0, 3), event("oltp.orders", 1, 9), event("x", 2, 5)]
+    assert positions(batch) == "oltp.orders[0]@3, oltp.orders[1]@7..9, x[2]@5"
