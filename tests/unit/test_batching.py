@@ -61,8 +61,12 @@ async def test_waiting_events_form_batches_of_at_most_max_and_are_acked_after_th
     assert stream.acked == list(range(7))
 
 
-async def test_a_batch_that_cannot_be_handled_crashes_the_worker_unacknowledged() -> None:
-    stream = Stream([1, 2])
+def event(topic: str, partition: int, offset: int) -> Any:
+    return SimpleNamespace(message=SimpleNamespace(topic=topic, partition=partition, offset=offset))
+
+
+async def test_a_batch_that_cannot_be_handled_crashes_the_worker_unacknowledged(caplog: Any) -> None:
+    stream = Stream([event("t", 0, 1), event("t", 0, 2)])
 
     async def handle(batch: list[int]) -> None:
         raise RuntimeError("broken")
@@ -70,11 +74,9 @@ async def test_a_batch_that_cannot_be_handled_crashes_the_worker_unacknowledged(
     with pytest.raises(RuntimeError, match="broken"):
         await each_batch(stream, handle, max_events=10, linger_s=0.01)
     assert stream.acked == [] and [str(e) for e in stream.crashed] == ["broken"]
+    assert "a batch of 2 events (t[0]@1..2) could not be handled" in caplog.text
 
 
 def test_a_failed_batch_is_named_by_where_its_records_are() -> None:
-    def event(topic: str, partition: int, offset: int) -> Any:
-        return SimpleNamespace(message=SimpleNamespace(topic=topic, partition=partition, offset=offset))
-
     batch = [event("oltp.orders", 1, 7), event("oltp.orders", 0, 3), event("oltp.orders", 1, 9), event("x", 2, 5)]
     assert positions(batch) == "oltp.orders[0]@3, oltp.orders[1]@7..9, x[2]@5"
