@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     kafka_port: int = Field(default=19092, description="Kafka broker port.")
     kafka_controller_port: int = Field(default=19093, description="Kafka KRaft controller port.")
     connect_port: int = Field(default=18083, description="Kafka Connect REST port.")
+    connect_metrics_port: int = Field(
+        default=18084, description="Where Kafka Connect serves its and Debezium's metrics to Prometheus (JMX exporter).")
     clickhouse_port: int = Field(default=19000, description="ClickHouse server native-protocol port.")
     clickhouse_http_port: int = Field(default=18123, description="ClickHouse server HTTP port.")
     clickhouse_db: str = Field(

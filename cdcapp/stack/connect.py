@@ -8,7 +8,11 @@ import urllib.request
 from typing import Any
 
 from cdcapp.stack.base import DEBEZIUM_DIR, HOST, Echo, ProbeFailed, ProcessService, render
+from cdcapp.stack.install import jmx_exporter_jar
 from cdcapp.stack.kafka import PLUGIN_DIR, java_command
+
+#: which beans the JMX exporter serves, and how it names them
+JMX_EXPORTER_CONFIG = DEBEZIUM_DIR / "connect-metrics.yaml"
 
 REQUIRED_PLUGINS = (
     "io.debezium.connector.postgresql.PostgresConnector",
@@ -45,7 +49,7 @@ class Connect(ProcessService):
 
     @property
     def ports(self) -> list[int]:
-        return [self.settings.connect_port]
+        return [self.settings.connect_port, self.settings.connect_metrics_port]
 
     @property
     def address(self) -> str:
@@ -62,7 +66,9 @@ class Connect(ProcessService):
         )
 
     def command(self) -> list[str]:
-        return java_command("org.apache.kafka.connect.cli.ConnectDistributed", str(self.config_path))
+        # Connect's and Debezium's metrics are JMX beans; the exporter serves them to Prometheus.
+        agent = f"-javaagent:{jmx_exporter_jar()}={HOST}:{self.settings.connect_metrics_port}:{JMX_EXPORTER_CONFIG}"
+        return java_command("org.apache.kafka.connect.cli.ConnectDistributed", str(self.config_path), jvm=(agent,))
 
     def probe(self) -> None:
         rest(self.url + "/", timeout=5)

@@ -79,7 +79,12 @@ def required_jars() -> list[Path]:
         lib / f"log4j-core-{v['log4j.version']}.jar",
         *(LIB_DIR / "plugins" / f"debezium-connector-{s}" / f"debezium-connector-{s}-{dbz}.jar"
           for s in ("postgres", "mariadb")),
+        jmx_exporter_jar(),
     ]
+
+
+def jmx_exporter_jar() -> Path:
+    return LIB_DIR / "agents" / f"jmx_prometheus_javaagent-{pom_versions()['jmx.exporter.version']}.jar"
 
 
 def ensure_installed(echo: Echo) -> None:

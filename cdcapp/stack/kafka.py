@@ -23,9 +23,10 @@ PLUGIN_DIR = DEBEZIUM_DIR / "lib" / "plugins"
 T = TypeVar("T")
 
 
-def java_command(main_class: str, *args: str, heap: str = "1g") -> list[str]:
+def java_command(main_class: str, *args: str, heap: str = "1g", jvm: tuple[str, ...] = ()) -> list[str]:
     return [
         "java",
+        *jvm,
         f"-Xmx{heap}",
         "-Xms256m",
         "-XX:+UseG1GC",

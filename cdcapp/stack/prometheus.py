@@ -30,6 +30,9 @@ scrape_configs:
     file_sd_configs:
       - files: ['{targets}/*.json']
         refresh_interval: 5s
+  - job_name: kafka-connect
+    static_configs:
+      - targets: ['{connect}']
 """
 
 
@@ -66,7 +69,8 @@ class Prometheus(ProcessService):
     def prepare(self, echo: Echo) -> None:
         targets_dir(self.settings).mkdir(parents=True, exist_ok=True)
         self.config_path.parent.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(CONFIG.format(rules=RULES, targets=targets_dir(self.settings)))
+        self.config_path.write_text(CONFIG.format(rules=RULES, targets=targets_dir(self.settings),
+                                                  connect=f"{HOST}:{self.settings.connect_metrics_port}"))
 
     def command(self) -> list[str]:
         return ["prometheus", f"--config.file={self.config_path}",

@@ -72,3 +72,16 @@ def test_prometheus_sees_each_tables_lag_under_a_second(stack: Settings, tmp_pat
     # CDCAPP_LOG_FORMAT=json: the worker's log lines are JSON objects, one per flush among them.
     lines = [orjson.loads(line) for line in worker.log_path.read_text().splitlines() if line.startswith('{"ts"')]
     assert any(line["msg"].startswith("flushed ") and line["level"] == "info" for line in lines), lines[-5:]
+
+
+def test_prometheus_scrapes_kafka_connect_and_debezium(stack: Settings) -> None:
+    """Connect's and Debezium's JMX metrics, through the exporter agent Connect runs with."""
+    deadline = time.monotonic() + 120
+    while True:
+        connected = {r["metric"].get("server"): float(r["value"][1]) for r in query(
+            stack, 'debezium_postgres_connector_metrics_connected{job="kafka-connect", context="streaming"}')}
+        connectors = query(stack, 'kafka_connect_connect_worker_metrics_connector_count{job="kafka-connect"}')
+        if connected.get("postgres") == 1.0 and connectors and float(connectors[0]["value"][1]) >= 2:
+            break
+        assert time.monotonic() < deadline, (connected, connectors)
+        time.sleep(2)
