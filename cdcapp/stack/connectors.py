@@ -257,8 +257,7 @@ class Connector(Service):
     def snapshot_added(self, echo: Echo) -> None:
         """Snapshot the tables the deploy added, once the tasks run with them (a signal that a task
         of the old config reads is skipped: then it is sent again)."""
-        import asyncio
-
+        from cdcapp.stack.kafka import run_sync
         from cdcapp.tools.backfill import BackfillFailed, NotCaptured, Progress, backfill_debezium
 
         tables, self.added = self.added, []
@@ -275,8 +274,8 @@ class Connector(Service):
             configs = [t.get("config", {}) for t in rest(self.connector_url + "/tasks", timeout=10)]
             if configs and all(set(tables) <= set(c.get("table.include.list", "").split(",")) for c in configs):
                 try:
-                    progress = asyncio.run(backfill_debezium(self.settings, self.source, tables, show,
-                                                             ADDED_SNAPSHOT_TIMEOUT_S))
+                    progress = run_sync(backfill_debezium(self.settings, self.source, tables, show,
+                                                          ADDED_SNAPSHOT_TIMEOUT_S))
                     break
                 except NotCaptured:
                     pass
