@@ -210,7 +210,7 @@ def test_poison_row_is_dead_lettered_while_the_rest_flows(pipeline: Pipeline, re
     more dead letter) or deletes it (nothing left to miss). Any other item of more than 255 (an
     earlier run's poison, in the shared source database) that is sent meanwhile is refused too,
     rightly: the check is that exactly such rows are missing, and every other row is stored."""
-    database = pipeline.settings.clickhouse_url.rsplit("/", 1)[1]
+    database = pipeline.database
     client = Client("127.0.0.1", port=stack.clickhouse_port)
     dead = dead_letters(pipeline)
     client.execute(f"ALTER TABLE {database}.fact_order MODIFY COLUMN quantity UInt8")
