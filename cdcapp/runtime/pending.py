@@ -53,11 +53,14 @@ class PendingJoins:
             else:
                 held.pop(key, None)
 
-    async def follow(self, assigned: set[int], still_assigned: Callable[[int], bool]) -> None:
-        """Forget the partitions given away; scan the ones taken over."""
-        for partition in (self.since.keys() | self.scanned) - assigned:
+    def forget(self, partitions: set[int]) -> None:
+        for partition in partitions:
             self.since.pop(partition, None)
             self.scanned.discard(partition)
+
+    async def follow(self, assigned: set[int], still_assigned: Callable[[int], bool]) -> None:
+        """Forget the partitions given away; scan the ones taken over."""
+        self.forget((self.since.keys() | self.scanned) - assigned)
         for partition in sorted(assigned - self.scanned):
             self.scanned.add(partition)
             try:
@@ -96,7 +99,14 @@ class PendingJoins:
 
 
 def register(app: faust.App, trackers: dict[str, PendingJoins], stage_topics: dict[str, str]) -> None:
-    """Every two seconds, once no rebalance is under way: follow the assignment, set the gauges."""
+    """Every two seconds, once no rebalance is under way: follow the assignment, set the gauges.
+    A revoked partition is forgotten at once: taken back later, it may hold what another worker
+    changed meanwhile, so it is scanned again."""
+
+    @app.on_partitions_revoked.connect
+    async def forget_revoked(sender: faust.App, revoked: set, **kwargs: object) -> None:
+        for entity, tracker in trackers.items():
+            tracker.forget({tp.partition for tp in revoked if tp.topic == stage_topics[entity]})
 
     @app.timer(interval=REPORT_EVERY_S, name="cdcapp.pending-joins")
     async def pending_joins() -> None:
