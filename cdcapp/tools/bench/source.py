@@ -13,11 +13,12 @@ import psycopg
 from cdcapp.config import Settings
 from cdcapp.clickhouse.client import open_target
 from cdcapp.kafka_admin import delete_topics, end_offsets, source_topic
-from cdcapp.model.spec import Spec
+from cdcapp.model.spec import Spec, load_spec
+from cdcapp.sources.capture import captured
 from cdcapp.sources.connections import connect, create_oltp_schema
 from cdcapp.stack.base import ProbeFailed
 from cdcapp.stack.connect import rest
-from cdcapp.stack.connectors import Endpoints, connector_spec
+from cdcapp.stack.connectors import Endpoints, capture_config, connector_spec
 
 
 @dataclass
@@ -86,6 +87,7 @@ class BenchSource:
         config.update({
             "name": self.connector, "topic.prefix": self.name, "slot.name": self.slot,
             "publication.name": f"{self.topic_prefix}_publication",
+            **capture_config("postgres", self.settings, self.name, captured(load_spec(), "postgres", self.settings)),
         })
         rest(self.connector_url + "/config", method="PUT", body=config, timeout=60)
         deadline = time.monotonic() + 120
