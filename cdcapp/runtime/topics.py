@@ -26,8 +26,9 @@ from dataclasses import dataclass
 import faust
 
 from cdcapp.config import Settings
-from cdcapp.kafka_admin import TopicSpec, create_missing_topics, dlq_topic, source_topic
+from cdcapp.kafka_admin import TopicSpec, create_missing_topics, dlq_topic
 from cdcapp.model.spec import Spec
+from cdcapp.sources.capture import entity_topic
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +59,7 @@ class Topics:
         prefix, partitions = settings.internal_topic_prefix, settings.partitions
         return cls(
             app=app,
-            sources={
-                name: _raw_topic(app, entity.topic or source_topic(settings.source_topic_prefix, name), partitions)
-                for name, entity in spec.entities.items()
-            },
+            sources={name: _raw_topic(app, entity_topic(spec, name, settings), partitions) for name in spec.entities},
             stages={name: _raw_topic(app, f"{prefix}.stage.{name}", partitions) for name in spec.entities},
             sink=_raw_topic(app, f"{prefix}.sink", partitions),
             dlq=_raw_topic(app, dlq_topic(prefix), partitions),

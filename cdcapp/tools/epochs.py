@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from cdcapp.config import Settings
 from cdcapp.debezium.epochs import Epoch, Epochs
 from cdcapp.kafka_admin import (TopicSpec, create_missing_topics, end_offsets, epochs_topic, group_members,
-                                produce_one, read_latest, source_topic)
+                                produce_one, read_latest)
 from cdcapp.model.spec import Spec
+from cdcapp.sources.capture import entity_topic
 
 
 class EpochRefused(RuntimeError):
@@ -18,7 +19,7 @@ class EpochRefused(RuntimeError):
 
 
 def source_topics(settings: Settings, spec: Spec) -> list[str]:
-    return [entity.topic or source_topic(settings.source_topic_prefix, name) for name, entity in spec.entities.items()]
+    return [entity_topic(spec, name, settings) for name in spec.entities]
 
 
 async def create_epochs_topic(settings: Settings) -> str:
