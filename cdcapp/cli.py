@@ -43,11 +43,11 @@ def capture_sqlite(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
-    topics = captured(load_spec(spec_path or settings.spec_path), "sqlite", settings)
     try:
         if uninstall:
             sqlite.uninstall(db)
             return
+        topics = captured(load_spec(spec_path or settings.spec_path), "sqlite", settings)
         # A table the spec gains later is snapshotted by the relay: the captured set changed.
         sqlite.install(db, [t.strip() for t in tables.split(",") if t.strip()] or list(topics))
     except sqlite.CaptureError as e:
