@@ -14,6 +14,8 @@ from pathlib import Path
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
+from cdcapp.stack.base import tail
+
 
 class WorkerProcess:
     def __init__(self, env: dict[str, str], web_port: int, log_path: Path) -> None:
@@ -43,8 +45,16 @@ class WorkerProcess:
         except (urllib.error.URLError, OSError, ValueError):
             return None
 
+    def exited(self) -> str | None:
+        """Why the worker is gone (its exit code and the end of its log), or None while it runs."""
+        if self.process is None or self.process.poll() is None:
+            return None
+        return f"worker on :{self.web_port} exited with {self.process.returncode}; {self.log_path} ends:\n{tail(self.log_path, 40)}"
+
     def metric_samples(self, name: str) -> list[tuple[dict[str, str], float]]:
         """(labels, value) of every sample of a metric, from the worker's /metrics."""
+        if why := self.exited():
+            raise RuntimeError(why)
         with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as response:
             text = response.read().decode()
         return [
@@ -75,8 +85,8 @@ class WorkerProcess:
         """Until the worker answers /status/ with partitions assigned (recovery done)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"worker exited with {self.process.returncode}; see {self.log_path}")
+            if why := self.exited():
+                raise RuntimeError(why)
             status = self.status()
             if status and status["assigned_partitions"]:
                 return status
