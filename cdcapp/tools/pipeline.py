@@ -4,6 +4,7 @@ run pipelines this way, side by side with anything else on the stack."""
 
 from __future__ import annotations
 
+import random
 import socket
 import uuid
 from dataclasses import dataclass, field
@@ -16,10 +17,37 @@ from cdcapp.tools.verify import Report, verify
 from cdcapp.tools.worker_process import WorkerProcess
 
 
+#: ports handed out by this process, so that two workers started close together never share one
+_given: set[int] = set()
+
+
+def ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = map(int, open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+    except (OSError, ValueError):
+        return 32768, 60999
+    return low, high
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free port for a worker's web server, below the kernel's ephemeral range.
+
+    A port from ``bind(("", 0))`` is an ephemeral one, and between its release and the worker's
+    bind, seconds later, any outgoing connection on the machine may take it as its local port;
+    the worker then exits at start with EADDRINUSE. Below the range, only a listener can."""
+    low, _ = ephemeral_range()
+    candidates = range(max(1024, low - 12_000), low)
+    for port in random.sample(candidates, min(200, len(candidates))):
+        if port in _given:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _given.add(port)
+        return port
+    raise RuntimeError(f"no free port in {candidates.start}-{candidates.stop - 1}")
 
 
 @dataclass
