@@ -149,21 +149,23 @@ async def delete_topics(bootstrap: str, prefix: str) -> list[str]:
         await admin.close()
 
 
-async def read_topic(bootstrap: str, topic: str) -> AsyncIterator[Any]:
-    """Every record of ``topic`` up to its end now, partition by partition interleaved as fetched
-    (aiokafka ``ConsumerRecord``s: topic, partition, offset, timestamp, key, value). A missing
-    topic reads as empty."""
+async def read_topic(bootstrap: str, topic: str, since: dict[tuple[str, int], int] | None = None) -> AsyncIterator[Any]:
+    """Every record of ``topic`` up to its end now (from the offsets ``since`` where given),
+    partition by partition interleaved as fetched (aiokafka ``ConsumerRecord``s: topic,
+    partition, offset, timestamp, key, value). A missing topic reads as empty."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     ends = await end_offsets(bootstrap, [topic])
-    if not any(ends.values()):
+    since = since or {}
+    if not any(end > since.get(tp, 0) for tp, end in ends.items()):
         return
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
-        partitions = [TopicPartition(t, p) for (t, p), end in ends.items() if end]
+        partitions = [TopicPartition(t, p) for (t, p), end in ends.items() if end > since.get((t, p), 0)]
         consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
+        for tp in partitions:
+            consumer.seek(tp, since.get((tp.topic, tp.partition), 0))
         remaining = {tp: ends[(tp.topic, tp.partition)] for tp in partitions}
         while remaining:
             for tp, records in (await consumer.getmany(*remaining, timeout_ms=1000)).items():

@@ -23,7 +23,7 @@ import orjson
 
 from cdcapp.clickhouse.client import open_target
 from cdcapp.config import Settings
-from cdcapp.kafka_admin import end_offsets, group_lag, source_topic
+from cdcapp.kafka_admin import end_offsets, group_lag, read_topic, source_topic
 from cdcapp.model.spec import Spec
 from cdcapp.sources.connections import connect, split_statements
 from cdcapp.tools.bench.baselines import bare_agent, raw_copy
@@ -285,6 +285,78 @@ class Markers:
         return [self.published[i] - t for i, t in self.committed.items() if i in self.published]
 
 
+#: a marker's way, each step timed by the first record that carries it (producer timestamps)
+HOPS = ("committed", "published", "ingested", "subscribed", "joined", "fact", "visible")
+
+
+class HopTrace:
+    """Where a marker's time goes: the pipeline's internal records read back after a run, from the
+    offsets the run started at (reading them during the run would compete for the same cores).
+
+    - ``ingested``: the item's change on its stage topic (ingest's send);
+    - ``subscribed``: the later of its ``sub`` to the order and to the product (the item stage's);
+    - ``joined``: the later of the order's and the product's ``info`` back to it;
+    - ``fact``: its ``fact_order`` row on the sink topic (the item stage's second pass)."""
+
+    def __init__(self, bootstrap: str, internal_prefix: str) -> None:
+        self.bootstrap = bootstrap
+        self.topics = {f"{internal_prefix}.stage.{entity}": entity for entity in ("order_items", "orders", "products")}
+        self.sink = f"{internal_prefix}.sink"
+        self.since: dict[tuple[str, int], int] = {}
+
+    def start(self) -> None:
+        self.since = asyncio.run(end_offsets(self.bootstrap, [*self.topics, self.sink]))
+
+    def read(self) -> dict[str, dict[str, float]]:
+        """Hop -> item key -> when (s)."""
+        return asyncio.run(self._read())
+
+    async def _read(self) -> dict[str, dict[str, float]]:
+        first: dict[str, dict] = {"ingested": {}, "subscribed": {}, "joined": {}, "fact": {}}
+        for topic, entity in self.topics.items():
+            async for record in read_topic(self.bootstrap, topic, self.since):
+                at = record.timestamp / 1000
+                for m in orjson.loads(record.value):
+                    if m["t"] == "chg" and entity == "order_items":
+                        first["ingested"].setdefault(m["k"], at)
+                    elif m["t"] == "sub" and m["c"] == "order_items":
+                        first["subscribed"].setdefault((m["ck"], entity), at)
+                    elif m["t"] == "info" and entity == "order_items":
+                        for child in m["k"]:
+                            first["joined"].setdefault((child, m["r"]), at)
+        async for record in read_topic(self.bootstrap, self.sink, self.since):
+            for table, key, _, _ in orjson.loads(record.value):
+                if table == "fact_order":
+                    first["fact"].setdefault(key, record.timestamp / 1000)
+        times: dict[str, dict[str, float]] = {"ingested": first["ingested"], "fact": first["fact"]}
+        for hop in ("subscribed", "joined"):
+            latest: dict[str, float] = {}
+            for (key, _), at in first[hop].items():
+                latest[key] = max(at, latest.get(key, at))
+            times[hop] = latest
+        return times
+
+
+def hop_summary(markers: "Markers", traced: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """p50/p99 of each step between consecutive hops over the markers traced end to end, and the
+    mean of each step over the slowest 1 % of them (where a tail comes from)."""
+    ways = []
+    for item, committed in markers.committed.items():
+        key = f"{markers.source.name}|{item}"
+        way = [committed, markers.published.get(item), *(traced[hop].get(key) for hop in HOPS[2:-1]),
+               markers.seen.get(item)]
+        if None not in way:
+            ways.append([b - a for a, b in zip(way, way[1:])])
+    if not ways:
+        return {}
+    ways.sort(key=sum)
+    tail = ways[-max(1, len(ways) // 100):]
+    steps = [f"{a}->{b}" for a, b in zip(HOPS, HOPS[1:])]
+    return {"traced": len(ways), **{step: {
+        "p50_s": _percentile([w[i] for w in ways], 0.5), "p99_s": _percentile([w[i] for w in ways], 0.99),
+        "slowest_1pct_mean_s": round(statistics.mean(w[i] for w in tail), 3)} for i, step in enumerate(steps)}}
+
+
 def _percentile(values: list[float], q: float) -> float | None:
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3) if ordered else None
@@ -329,6 +401,8 @@ def freshness(drained: Drained, rates: list[float], duration_s: float, echo: Ech
         watcher = threading.Thread(target=markers.watch, args=(pipeline.settings.resolved_clickhouse_url,))
         tap = threading.Thread(target=markers.tap, args=(
             source.base.kafka_bootstrap, source_topic(source.topic_prefix, "order_items")))
+        trace = HopTrace(source.base.kafka_bootstrap, pipeline.settings.internal_topic_prefix)
+        trace.start()
         tap.start()
         markers.tapping.wait(60)
         writer.start()
@@ -348,12 +422,17 @@ def freshness(drained: Drained, rates: list[float], duration_s: float, echo: Ech
             "markers": len(markers.committed), "markers_seen": len(lat), **_latency_summary(lat, len(markers.committed)),
             # where the time goes: commit -> Connect's send, and the same percentiles of the whole
             "debezium_p50_s": _percentile(debezium, 0.5), "debezium_p99_s": _percentile(debezium, 0.99),
+            "hops": hop_summary(markers, trace.read()),
         }
         echo(f"freshness at {rate:,.0f}/s (achieved {result['achieved_rate']:,.0f}/s): p50 {result['p50_s']}s, "
              f"p99 {result['p99_s']}s, {len(lat)}/{len(markers.committed)} markers seen, "
              f"{'flat' if result['flat'] else 'GROWING'} "
              f"({result['first_third_p50_s']}s -> {result['last_third_p50_s']}s); "
              f"commit -> Debezium's send p50 {result['debezium_p50_s']}s, p99 {result['debezium_p99_s']}s")
+        for step, times in result["hops"].items():
+            if step != "traced":
+                echo(f"  {step:22} p50 {times['p50_s']}s  p99 {times['p99_s']}s  "
+                     f"slowest 1 %: {times['slowest_1pct_mean_s']}s")
         results.append(result)
     drained.result["freshness_peak_rss_mib"] = _mib(drained.worker.peak_rss_bytes())
     drained.result["freshness_verified_equal"] = _verified(pipeline, source)
