@@ -21,12 +21,12 @@ from cdcapp.tools.worker_process import WorkerProcess
 _given: set[int] = set()
 
 
-def ephemeral_range() -> tuple[int, int]:
+def ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (those it gives outgoing connections)."""
     try:
-        low, high = map(int, open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
-    except (OSError, ValueError):
-        return 32768, 60999
-    return low, high
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def free_port() -> int:
@@ -35,7 +35,7 @@ def free_port() -> int:
     A port from ``bind(("", 0))`` is an ephemeral one, and between its release and the worker's
     bind, seconds later, any outgoing connection on the machine may take it as its local port;
     the worker then exits at start with EADDRINUSE. Below the range, only a listener can."""
-    low, _ = ephemeral_range()
+    low = ephemeral_low()
     candidates = range(max(1024, low - 12_000), low)
     for port in random.sample(candidates, min(200, len(candidates))):
         if port in _given:

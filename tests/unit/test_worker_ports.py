@@ -4,12 +4,12 @@ import socket
 
 import pytest
 
-from cdcapp.tools.pipeline import ephemeral_range, free_port
+from cdcapp.tools.pipeline import ephemeral_low, free_port
 
 
 @pytest.mark.enable_socket  # binds local ports only
 def test_ports_are_below_the_ephemeral_range_distinct_and_bindable() -> None:
-    low, _ = ephemeral_range()
+    low = ephemeral_low()
     ports = [free_port() for _ in range(50)]
     assert len(set(ports)) == 50
     assert all(p < low for p in ports)

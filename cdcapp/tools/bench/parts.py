@@ -337,7 +337,7 @@ class HopTrace:
         return times
 
 
-def hop_summary(markers: "Markers", traced: dict[str, dict[str, float]]) -> dict[str, Any]:
+def hop_summary(markers: Markers, traced: dict[str, dict[str, float]]) -> dict[str, Any]:
     """p50/p99 of each step between consecutive hops over the markers traced end to end, and the
     mean of each step over the slowest 1 % of them (where a tail comes from)."""
     ways = []
