@@ -30,6 +30,16 @@ def notifications_topic(source: str) -> str:
     return f"cdcapp-notifications.{source}"
 
 
+def stage_topic(internal_prefix: str, entity: str) -> str:
+    """An entity's join stage (``cdcapp.runtime.stage``): batches of stage messages."""
+    return f"{internal_prefix}.stage.{entity}"
+
+
+def sink_topic(internal_prefix: str) -> str:
+    """The rows for ClickHouse (``cdcapp.runtime.sink``): batches of sink rows."""
+    return f"{internal_prefix}.sink"
+
+
 def dlq_topic(internal_prefix: str) -> str:
     """The pipeline's dead letters (``cdcapp.runtime.dlq``)."""
     return f"{internal_prefix}.dlq"

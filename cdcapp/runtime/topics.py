@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import faust
 
 from cdcapp.config import Settings
-from cdcapp.kafka_admin import TopicSpec, create_missing_topics, dlq_topic
+from cdcapp.kafka_admin import TopicSpec, create_missing_topics, dlq_topic, sink_topic, stage_topic
 from cdcapp.model.spec import Spec
 from cdcapp.sources.capture import entity_topic
 
@@ -60,8 +60,8 @@ class Topics:
         return cls(
             app=app,
             sources={name: _raw_topic(app, entity_topic(spec, name, settings), partitions) for name in spec.entities},
-            stages={name: _raw_topic(app, f"{prefix}.stage.{name}", partitions) for name in spec.entities},
-            sink=_raw_topic(app, f"{prefix}.sink", partitions),
+            stages={name: _raw_topic(app, stage_topic(prefix, name), partitions) for name in spec.entities},
+            sink=_raw_topic(app, sink_topic(prefix), partitions),
             dlq=_raw_topic(app, dlq_topic(prefix), partitions),
         )
 

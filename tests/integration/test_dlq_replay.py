@@ -20,7 +20,7 @@ import yaml
 
 from cdcapp.clickhouse.client import open_target
 from cdcapp.config import Settings
-from cdcapp.kafka_admin import produce_one
+from cdcapp.kafka_admin import produce_one, sink_topic
 from cdcapp.model.messages import SinkRow, encode_batch
 from cdcapp.model.spec import DEFAULT_SPEC
 from cdcapp.tools.dlq import read_letters
@@ -49,9 +49,8 @@ def test_a_row_for_a_table_the_spec_lacked_is_replayed_once_the_spec_has_it(stac
         row = SinkRow("dim_order", "postgres|42", {
             "id": 42, "customer_id": 7, "order_date": "2026-11-27 10:00:00", "status": "paid", "total": "12.50",
             "_source": "postgres", "_version": 1000, "_is_deleted": 0}, 0)
-        sink_topic = f"{pipeline.settings.internal_topic_prefix}.sink"
-        asyncio.run(produce_one(stack.kafka_bootstrap, sink_topic, b"", encode_batch([row.encode()])))
         prefix = pipeline.settings.internal_topic_prefix
+        asyncio.run(produce_one(stack.kafka_bootstrap, sink_topic(prefix), b"", encode_batch([row.encode()])))
 
         def letters() -> list:
             return asyncio.run(read_letters(stack.kafka_bootstrap, prefix))

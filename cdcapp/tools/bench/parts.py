@@ -23,7 +23,7 @@ import orjson
 
 from cdcapp.clickhouse.client import open_target
 from cdcapp.config import Settings
-from cdcapp.kafka_admin import end_offsets, group_lag, read_topic, source_topic
+from cdcapp.kafka_admin import end_offsets, group_lag, read_topic, sink_topic, source_topic, stage_topic
 from cdcapp.model.spec import Spec
 from cdcapp.sources.connections import connect, split_statements
 from cdcapp.tools.bench.baselines import bare_agent, raw_copy
@@ -49,8 +49,7 @@ def _pg(source: BenchSource, synchronous_commit: bool = False) -> Any:
 
 def pipeline_topics(pipeline: Pipeline, source: BenchSource) -> list[str]:
     prefix = pipeline.settings.internal_topic_prefix
-    entities = list(pipeline.spec.entities)
-    return [*source.topics(pipeline.spec), *(f"{prefix}.stage.{e}" for e in entities), f"{prefix}.sink"]
+    return [*source.topics(pipeline.spec), *(stage_topic(prefix, e) for e in pipeline.spec.entities), sink_topic(prefix)]
 
 
 def wait_caught_up(pipeline: Pipeline, source: BenchSource, worker: WorkerProcess, timeout_s: float,
@@ -300,8 +299,8 @@ class HopTrace:
 
     def __init__(self, bootstrap: str, internal_prefix: str) -> None:
         self.bootstrap = bootstrap
-        self.topics = {f"{internal_prefix}.stage.{entity}": entity for entity in ("order_items", "orders", "products")}
-        self.sink = f"{internal_prefix}.sink"
+        self.topics = {stage_topic(internal_prefix, entity): entity for entity in ("order_items", "orders", "products")}
+        self.sink = sink_topic(internal_prefix)
         self.since: dict[tuple[str, int], int] = {}
 
     def start(self) -> None:
