@@ -1,11 +1,13 @@
 """Events in batches: what arrives within a short linger, up to a maximum.
 
 An agent handed to ``each_batch`` reads its stream without acks. A batch opens with the first
-event that arrives and closes ``linger_s`` later, or as soon as it holds ``max_events``; then it
-goes to ``handle``. Under load batches fill up and Faust's and Kafka's per-record costs are
-shared by many changes; when idle, an event waits at most ``linger_s``. Every event is
-acknowledged after ``handle`` returned, that is after everything it caused was handed to the
-producer.
+event waiting and closes ``linger_s`` after that event arrived, or as soon as it holds
+``max_events``; then it goes to ``handle``. Under load batches fill up and Faust's and Kafka's
+per-record costs are shared by many changes; an event waits at most ``linger_s`` plus the
+``handle`` of the batch before it. (Timing the linger from the batch's opening instead would make
+an event that arrived during a long ``handle`` wait the whole linger again, at every hop.) Every
+event is acknowledged after ``handle`` returned, that is after everything it caused was handed to
+the producer.
 
 The stream is read by a task of its own into a bounded queue, so that waiting for the next event
 can time out without cancelling Faust's stream iteration.
@@ -40,14 +42,15 @@ def positions(events: list[faust.EventT]) -> str:
 async def each_batch(stream: faust.StreamT, handle: Callable[[list[faust.EventT]], Awaitable[None]],
                      max_events: int, linger_s: float) -> None:
     manual = stream.noack()
-    queue: asyncio.Queue[faust.EventT] = asyncio.Queue(maxsize=max_events)
+    #: (arrival time, event)
+    queue: asyncio.Queue[tuple[float, faust.EventT]] = asyncio.Queue(maxsize=max_events)
+    loop = asyncio.get_running_loop()
 
     async def read() -> None:
         async for event in manual.events():
-            await queue.put(event)
+            await queue.put((loop.time(), event))
 
     reader = asyncio.ensure_future(read())
-    loop = asyncio.get_running_loop()
     try:
         while True:
             first = asyncio.ensure_future(queue.get())
@@ -56,19 +59,20 @@ async def each_batch(stream: faust.StreamT, handle: Callable[[list[faust.EventT]
                 first.cancel()
                 reader.result()  # the stream ended: raise what ended it
                 return
-            batch = [first.result()]
-            deadline = loop.time() + linger_s
+            arrived, event = first.result()
+            batch = [event]
+            deadline = arrived + linger_s
             while len(batch) < max_events:
                 if queue.empty():
                     remaining = deadline - loop.time()
                     if remaining <= 0:
                         break
                     try:
-                        batch.append(await asyncio.wait_for(queue.get(), remaining))
+                        batch.append((await asyncio.wait_for(queue.get(), remaining))[1])
                     except asyncio.TimeoutError:
                         break
                 else:
-                    batch.append(queue.get_nowait())
+                    batch.append(queue.get_nowait()[1])
             try:
                 await handle(batch)
             except Exception as exc:
