@@ -30,9 +30,9 @@ def notifications_topic(source: str) -> str:
     return f"cdcapp-notifications.{source}"
 
 
-def stage_topic(internal_prefix: str, entity: str) -> str:
-    """An entity's join stage (``cdcapp.runtime.stage``): batches of stage messages."""
-    return f"{internal_prefix}.stage.{entity}"
+def stage_topic(internal_prefix: str) -> str:
+    """The join stages (``cdcapp.runtime.stage``): batches of stage messages, each naming its entity."""
+    return f"{internal_prefix}.stage"
 
 
 def sink_topic(internal_prefix: str) -> str:

@@ -18,6 +18,9 @@ type       fields (``k``: the receiving key, or keys)                         se
            ``v``, ``ts``                                                      children
 =========  =================================================================  =================
 
+On the stage topic, which all entities share, every message also names the entity it is for
+(``e``); the stage agent hands it to that entity's stage.
+
 A sink row names its ClickHouse table and carries its canonical values plus ``_source``,
 ``_version`` and ``_is_deleted``; its partition is that of ``<table>|<entity key>``, so every row
 of one ClickHouse key goes through one sink partition, in order.

@@ -1,8 +1,8 @@
 """The Faust application, built from settings and a spec by ``create_app``.
 
-    <source>.<table>  --ingest-->  <prefix>.stage.<entity>  --join (tables)-->  <prefix>.sink  --> ClickHouse
-                         \\                    ^      |                                \\
-                          `--> <prefix>.dlq     `-sub/info between stages                `--> <prefix>.dlq
+    <source>.<table>  --ingest-->  <prefix>.stage  --join (tables)-->  <prefix>.sink  --> ClickHouse
+                         \\               ^     |                                 \\
+                          `--> <prefix>.dlq `-sub/info between stages              `--> <prefix>.dlq
 
 See docs/architecture.md for the design.
 """
@@ -113,7 +113,7 @@ def create_app(settings: Settings, spec: Spec | None = None) -> CdcApp:
         logging_config=json_logging() if settings.log_format == "json" else None,
     )
     topics = Topics.declare(app, spec, settings)
-    app.bulk_topics = frozenset(t.get_topic_name() for t in topics.sources.values())
+    app.bulk_topics = frozenset(topics.sources.values())
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     linger_s = settings.batch_linger_ms / 1000
     epochs = Epochs()

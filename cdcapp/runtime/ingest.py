@@ -1,8 +1,8 @@
-"""Stage 1, the ingest agents: Debezium topics -> stage topics, keyed for partition-local joins.
+"""Stage 1, the ingest agent: Debezium topics -> the stage topic, keyed for partition-local joins.
 
-Each change is decoded and shaped (``cdcapp.debezium.shape``) into a ``chg`` message for its
-entity key, and the messages of a batch of events go to the stage topic as one record per
-partition. Tombstones carry nothing the ``d`` event before them did not, so they are counted and
+One agent reads every entity's source topic. Each change is decoded and shaped
+(``cdcapp.debezium.shape``) into a ``chg`` message for its entity key, and the messages of a batch
+of events, whatever their entities, go to the stage topic as one record per partition. Tombstones carry nothing the ``d`` event before them did not, so they are counted and
 skipped; anything undecodable goes to the dead-letter topic.
 """
 
@@ -33,10 +33,12 @@ MAX_EVENTS = 8
 
 def register(app: faust.App, spec: Spec, topics: Topics, partitions: int, linger_s: float, epochs: Epochs,
              schema: SchemaSync) -> None:
+    shapers = {}
     for entity in spec.entities:
         shaper = ChangeShaper(spec, entity)
         shaper.on_missing = SCHEMA_MISSING.labels
-        _register_source(app, topics, shaper, partitions, linger_s, epochs, schema)
+        shapers[topics.sources[entity]] = shaper
+    _register(app, topics, shapers, partitions, linger_s, epochs, schema)
 
 
 async def decode_synced(shaper: ChangeShaper, schema: SchemaSync, key: bytes | None,
@@ -65,23 +67,24 @@ async def decode_synced(shaper: ChangeShaper, schema: SchemaSync, key: bytes | N
     return change
 
 
-def _register_source(app: faust.App, topics: Topics, shaper: ChangeShaper, partitions: int,
-                     linger_s: float, epochs: Epochs, schema: SchemaSync) -> None:
-    source_topic, stage_topic = topics.sources[shaper.entity], topics.stage_names[shaper.entity]
-    ops = {op: SOURCE_EVENTS.labels(shaper.entity, op) for op in ("c", "u", "d", "r", "tombstone")}
-
-    batch_events = BATCH_EVENTS.labels(f"ingest.{shaper.entity}")
+def _register(app: faust.App, topics: Topics, shapers: dict[str, ChangeShaper], partitions: int,
+              linger_s: float, epochs: Epochs, schema: SchemaSync) -> None:
+    stage_topic = topics.stage_name
+    ops = {topic: {op: SOURCE_EVENTS.labels(shaper.entity, op) for op in ("c", "u", "d", "r", "tombstone")}
+           for topic, shaper in shapers.items()}
+    batch_events = BATCH_EVENTS.labels("ingest")
 
     async def handle(events: list[faust.EventT]) -> None:
         batch_events.observe(len(events))
         outbox = Outbox(app.producer)
         for event in events:
+            shaper, counts = shapers[event.message.topic], ops[event.message.topic]
             # The fetch loop delivers a run of source records as one message (runtime/faust/bulk.py).
             for record in getattr(event.message, "records", None) or (event.message,):
                 try:
                     change = await decode_synced(shaper, schema, record.key, record.value)
                     if change is None:
-                        ops["tombstone"].inc()
+                        counts["tombstone"].inc()
                         continue
                     if epochs:
                         change = replace(change, position=epochs.position(
@@ -90,10 +93,11 @@ def _register_source(app: faust.App, topics: Topics, shaper: ChangeShaper, parti
                 except DecodeError as exc:
                     await send_dead_letter(topics.dlq, record, "ingest", exc)
                     continue
-                ops[change.op].inc()
+                counts[change.op].inc()
+                message["e"] = shaper.entity
                 await outbox.add(stage_topic, partition_of(message["k"], partitions), message)
         await outbox.flush()
 
-    @app.agent(source_topic, name=f"cdcapp.ingest.{shaper.entity}")
+    @app.agent(topics.source, name="cdcapp.ingest")
     async def ingest(stream: faust.StreamT) -> None:
         await each_batch(stream, handle, MAX_EVENTS, linger_s)

@@ -98,24 +98,23 @@ class PendingJoins:
         PENDING_JOIN_OLDEST.labels(self.stage.entity).set(0.0 if oldest is None else max(0.0, now - oldest))
 
 
-def register(app: faust.App, trackers: dict[str, PendingJoins], stage_topics: dict[str, str]) -> None:
+def register(app: faust.App, trackers: dict[str, PendingJoins], stage_topic: str) -> None:
     """Every two seconds, once no rebalance is under way: follow the assignment, set the gauges.
     A revoked partition is forgotten at once: taken back later, it may hold what another worker
     changed meanwhile, so it is scanned again."""
 
     @app.on_partitions_revoked.connect
     async def forget_revoked(sender: faust.App, revoked: set, **kwargs: object) -> None:
-        for entity, tracker in trackers.items():
-            tracker.forget({tp.partition for tp in revoked if tp.topic == stage_topics[entity]})
+        partitions = {tp.partition for tp in revoked if tp.topic == stage_topic}
+        for tracker in trackers.values():
+            tracker.forget(partitions)
 
     @app.timer(interval=REPORT_EVERY_S, name="cdcapp.pending-joins")
     async def pending_joins() -> None:
         if app.rebalancing or not app.tables.recovery.completed.is_set():
             return
-        assignment = app.consumer.assignment()
-        for entity, tracker in trackers.items():
-            topic = stage_topics[entity]
-            assigned = {tp.partition for tp in assignment if tp.topic == topic}
-            await tracker.follow(assigned, lambda p, t=topic: any(
-                tp.topic == t and tp.partition == p for tp in app.consumer.assignment()))
+        assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == stage_topic}
+        for tracker in trackers.values():
+            await tracker.follow(assigned, lambda p: any(
+                tp.topic == stage_topic and tp.partition == p for tp in app.consumer.assignment()))
             tracker.report(time.time())

@@ -1,10 +1,11 @@
-"""Stage 2, the join agents: one agent per entity runs its ``EntityStage`` over its tables.
+"""Stage 2, the join agent: one agent reads the stage topic and runs each entity's ``EntityStage``
+over that entity's tables.
 
-A batch of records (``batching.each_batch``) is decoded, its messages gathered per partition and
-applied with ``apply_batch`` against that partition's tables (``tables.PartitionStore``); then the
-table writes go to the changelogs, the outputs (messages to other stages, sink rows, the
-expansion of every broadcast over its subscription entries) go out as batch records
-(``outbox.Outbox``), and only then are the records acknowledged.
+A batch of records (``batching.each_batch``) is decoded, its messages gathered per entity (``e``)
+and partition and applied with ``apply_batch`` against that partition's tables
+(``tables.PartitionStore``); then the table writes go to the changelogs, the outputs (messages to
+the stages, sink rows, the expansion of every broadcast over its subscription entries) go out as
+batch records (``outbox.Outbox``), and only then are the records acknowledged.
 """
 
 from __future__ import annotations
@@ -39,60 +40,70 @@ CHUNK = 1000
 
 def register(app: faust.App, spec: Spec, topics: Topics, partitions: int, linger_s: float) -> dict[str, StageTables]:
     tables = {}
+    stages = {}
     trackers = {}
     for entity, entity_plan in plan(spec).items():
         tables[entity] = StageTables(app, entity, partitions)
-        stage = EntityStage(entity_plan)
-        trackers[entity] = PendingJoins(stage, tables[entity], partitions)
-        _register_stage(app, topics, stage, tables[entity], trackers[entity], partitions, linger_s)
-    pending.register(app, trackers, topics.stage_names)
+        stages[entity] = EntityStage(entity_plan)
+        trackers[entity] = PendingJoins(stages[entity], tables[entity], partitions)
+    _register(app, topics, stages, tables, trackers, partitions, linger_s)
+    pending.register(app, trackers, topics.stage_name)
     return tables
 
 
-def _register_stage(app: faust.App, topics: Topics, stage: EntityStage, tables: StageTables, waiting: PendingJoins,
-                    partitions: int, linger_s: float) -> None:
-    name = f"stage.{stage.entity}"
-
+def _register(app: faust.App, topics: Topics, stages: dict[str, EntityStage], tables: dict[str, StageTables],
+              trackers: dict[str, PendingJoins], partitions: int, linger_s: float) -> None:
     def partition_for(key: str) -> int:
         return partition_of(key, partitions)
 
-    batch_events = BATCH_EVENTS.labels(name)
+    batch_events = BATCH_EVENTS.labels("stage")
 
     async def handle(events: list[faust.EventT]) -> None:
         batch_events.observe(len(events))
-        by_partition: dict[int, list[tuple[faust.EventT, list[Message]]]] = {}
+        # (entity, partition) -> the records' messages for it, in order, with the record of each
+        gathered: dict[tuple[str, int], list[tuple[faust.EventT, Message]]] = {}
         for event in events:
             try:
                 batch = decode_stage_batch(event.value)
             except BadMessage as exc:
-                await send_dead_letter(topics.dlq, event.message, name, exc)
+                await send_dead_letter(topics.dlq, event.message, "stage", exc)
                 continue
-            by_partition.setdefault(event.message.partition, []).append((event, batch))
+            strays = []
+            for message in batch:
+                entity = message.get("e") if message.__class__ is dict else None
+                if entity in stages:
+                    gathered.setdefault((entity, event.message.partition), []).append((event, message))
+                else:
+                    strays.append(message)
+            if strays:
+                await send_dead_letter(topics.dlq, event.message, "stage", "stage messages for no entity of the "
+                                       f"spec ({', '.join(sorted(stages))})", value=encode_batch(strays))
         outbox = Outbox(app.producer)
-        for partition, records in by_partition.items():
-            store = tables.store(partition)
-            result = apply_batch(stage, store, [m for _, batch in records for m in batch])
-            waiting.update(partition, result.waiting, time.time())
+        for (entity, partition), received in gathered.items():
+            stage, store = stages[entity], tables[entity].store(partition)
+            result = apply_batch(stage, store, [message for _, message in received])
+            trackers[entity].update(partition, result.waiting, time.time())
             for key, group, exc in result.failed:
-                event = next(e for e, batch in records if any(m in group for m in batch))
-                await send_dead_letter(topics.dlq, event.message, name, f"{type(exc).__name__}: {exc} (key {key})",
-                                       value=encode_batch(group))
+                event = next(e for e, message in received if message is group[0])
+                await send_dead_letter(topics.dlq, event.message, f"stage.{entity}",
+                                       f"{type(exc).__name__}: {exc} (key {key})", value=encode_batch(group))
             for (kind, outcome), count in result.outcomes.items():
-                EVENTS.labels(stage.entity, kind, outcome).inc(count)
+                EVENTS.labels(entity, kind, outcome).inc(count)
             for key, pos, state_pos in result.stale:
-                count_stale(stage.entity, key, pos, state_pos)
+                count_stale(entity, key, pos, state_pos)
             for send in result.sends:
-                await outbox.add(topics.stage_names[send.entity], partition_for(send.key), send.message)
+                await outbox.add(topics.stage_name, partition_for(send.key), send.message | {"e": send.entity})
             for row in result.rows:
                 await outbox.add(topics.sink_name, partition_for(row.sink_key), row.encode())
             for broadcast in result.broadcasts:
                 for send in expand(broadcast, store, partition_for, CHUNK):
-                    await outbox.add(topics.stage_names[send.entity], partition_for(send.key), send.message,
+                    await outbox.add(topics.stage_name, partition_for(send.key), send.message | {"e": send.entity},
                                      len(send.message["k"]))
-        await tables.flush(app.producer)
+        for entity_tables in tables.values():
+            await entity_tables.flush(app.producer)
         await outbox.flush()
 
-    @app.agent(topics.stages[stage.entity], name=f"cdcapp.{name}")
+    @app.agent(topics.stage, name="cdcapp.stage")
     async def join(stream: faust.StreamT) -> None:
         await each_batch(stream, handle, MAX_EVENTS, linger_s)
 

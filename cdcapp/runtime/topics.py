@@ -4,7 +4,7 @@
 topic                              key          value
 =================================  ===========  ==============================================
 <source prefix>.<table>            Debezium     Debezium envelope (JSON, with/without schema)
-<prefix>.stage.<entity>            none         a batch of stage messages (chg / sub / unsub / info)
+<prefix>.stage                    none         a batch of stage messages (chg / sub / unsub / info)
 <prefix>.sink                      none         a batch of sink rows
 <prefix>.dlq                       source key   what could not be processed, and why
 <app_id>-<entity>-state-changelog  entity key   the stage's state table (Faust changelog)
@@ -13,8 +13,11 @@ changelog                          child
 =================================  ===========  ==============================================
 
 Every message about one key - whoever sends it - goes to the key's partition
-(``cdcapp.model.messages.partition_of``), and the stage's tables (partitioned like its topic)
-hold the key's state there.
+(``cdcapp.model.messages.partition_of``), and the stage's tables (partitioned like the stage topic)
+hold the key's state there. All entities share one stage topic, each message naming its entity
+(``e``): a batch's messages for one partition then travel as one record, whichever entities they
+are for, and Faust's and Kafka's per-record costs are paid once per partition instead of once per
+entity and partition (docs/performance.md).
 Names are explicit rather than derived from agent names, so renaming code orphans nothing.
 """
 
@@ -33,11 +36,11 @@ from cdcapp.sources.capture import entity_topic
 log = logging.getLogger(__name__)
 
 
-def _raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
+def _raw_topic(app: faust.App, partitions: int, *names: str) -> faust.TopicT:
     # internal=True makes Faust create the topic when missing (an existing one is left as it is),
     # so a worker started before Debezium's first snapshot still subscribes to every topic.
     return app.topic(
-        name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+        *names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
         partitions=partitions, internal=True, allow_empty=True,
     )
 
@@ -45,28 +48,31 @@ def _raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
 @dataclass
 class Topics:
     app: faust.App
-    sources: dict[str, faust.TopicT]  # entity -> Debezium topic
-    stages: dict[str, faust.TopicT]  # entity -> stage topic
+    sources: dict[str, str]  # entity -> Debezium topic
+    source: faust.TopicT  # every Debezium topic, read by the one ingest agent
+    stage: faust.TopicT
     sink: faust.TopicT
     dlq: faust.TopicT
 
     def __post_init__(self) -> None:
-        self.stage_names = {entity: topic.get_topic_name() for entity, topic in self.stages.items()}
+        self.stage_name = self.stage.get_topic_name()
         self.sink_name = self.sink.get_topic_name()
 
     @classmethod
     def declare(cls, app: faust.App, spec: Spec, settings: Settings) -> "Topics":
         prefix, partitions = settings.internal_topic_prefix, settings.partitions
+        sources = {name: entity_topic(spec, name, settings) for name in spec.entities}
         return cls(
             app=app,
-            sources={name: _raw_topic(app, entity_topic(spec, name, settings), partitions) for name in spec.entities},
-            stages={name: _raw_topic(app, stage_topic(prefix, name), partitions) for name in spec.entities},
-            sink=_raw_topic(app, sink_topic(prefix), partitions),
-            dlq=_raw_topic(app, dlq_topic(prefix), partitions),
+            sources=sources,
+            source=_raw_topic(app, partitions, *sources.values()),
+            stage=_raw_topic(app, partitions, stage_topic(prefix)),
+            sink=_raw_topic(app, partitions, sink_topic(prefix)),
+            dlq=_raw_topic(app, partitions, dlq_topic(prefix)),
         )
 
     def all_declared(self) -> list[faust.TopicT]:
-        return [*self.sources.values(), *self.stages.values(), self.sink, self.dlq]
+        return [self.source, self.stage, self.sink, self.dlq]
 
 
 async def create_declared_topics(app: faust.App, topics: list[faust.TopicT], replication_factor: int) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import base64
 from types import SimpleNamespace
 from typing import Any
+from unittest.mock import patch
 
 import orjson
 import pytest
@@ -78,20 +79,29 @@ CUSTOMER = {"id": 7, "email": "a@b", "name": "Ann", "country": "FR", "city": "Ly
 ROW = {**CUSTOMER, "created_at": "2024-01-01 00:00:00"}
 
 
+async def put_source(cdc_app: CdcApp, context: Any, entity: str, key: bytes, value: bytes | None) -> None:
+    """A record on the entity's source topic, for the ingest agent that reads every source topic
+    (Faust's test context names a message's topic only for an agent of one topic)."""
+    topic = cdc_app.pipeline.topics.sources[entity]
+    with patch.object(context, "_get_strtopic", lambda _channel: topic):
+        await context.put(key=key, value=value)
+
+
 async def test_ingest_sends_a_batch_record_to_the_keys_stage_partition(cdc_app: CdcApp, captured: Captured) -> None:
-    agent = cdc_app.agents["cdcapp.ingest.customers"]
+    agent = cdc_app.agents["cdcapp.ingest"]
     async with agent.test_context() as context:
-        await context.put(key=b'{"id":7}', value=debezium_customer("c", CUSTOMER, 4242))
+        await put_source(cdc_app, context, "customers", b'{"id":7}', debezium_customer("c", CUSTOMER, 4242))
         await captured.settled()
-    assert captured.records("cdcapp.stage.customers") == [
-        (partition_of("postgres|7", PARTITIONS), [change("postgres|7", "c", ROW, 4242, 1_700_000_000_000)])]
+    assert captured.records("cdcapp.stage") == [
+        (partition_of("postgres|7", PARTITIONS),
+         [change("postgres|7", "c", ROW, 4242, 1_700_000_000_000) | {"e": "customers"}])]
 
 
 async def test_ingest_skips_tombstones_and_dead_letters_garbage(cdc_app: CdcApp, captured: Captured) -> None:
-    agent = cdc_app.agents["cdcapp.ingest.customers"]
+    agent = cdc_app.agents["cdcapp.ingest"]
     async with agent.test_context() as context:
-        await context.put(key=b'{"id":7}', value=None)
-        await context.put(key=b'{"id":7}', value=b"{not json")
+        await put_source(cdc_app, context, "customers", b'{"id":7}', None)
+        await put_source(cdc_app, context, "customers", b'{"id":7}', b"{not json")
         await captured.settled()
     (topic, _, _, letter), = captured.sent
     assert topic == "cdcapp.dlq"
@@ -111,12 +121,12 @@ def debezium_item(item_id: int, quantity: object, price: object) -> bytes:
 
 async def test_values_clickhouse_cannot_hold_are_dead_lettered_by_name_and_the_rest_flows(
         cdc_app: CdcApp, captured: Captured) -> None:
-    agent = cdc_app.agents["cdcapp.ingest.order_items"]
+    agent = cdc_app.agents["cdcapp.ingest"]
     async with agent.test_context() as context:
-        await context.put(key=b'{"id":1}', value=debezium_item(1, 3_000_000_000, "1.00"))
-        await context.put(key=b'{"id":2}', value=debezium_item(2, 1, "12345678901.00"))  # 13 digits
-        await context.put(key=b'{"id":3}', value=debezium_item(3, 1, "1.005"))
-        await context.put(key=b'{"id":4}', value=debezium_item(4, 2, "9.99"))
+        await put_source(cdc_app, context, "order_items", b'{"id":1}', debezium_item(1, 3_000_000_000, "1.00"))
+        await put_source(cdc_app, context, "order_items", b'{"id":2}', debezium_item(2, 1, "12345678901.00"))  # 13 digits
+        await put_source(cdc_app, context, "order_items", b'{"id":3}', debezium_item(3, 1, "1.005"))
+        await put_source(cdc_app, context, "order_items", b'{"id":4}', debezium_item(4, 2, "9.99"))
         await captured.settled()
     letters = [value for _, value in captured.records("cdcapp.dlq")]
     expected = [
@@ -130,21 +140,21 @@ async def test_values_clickhouse_cannot_hold_are_dead_lettered_by_name_and_the_r
     hint = "if the source column's type changed, change the spec to match, restart the workers and replay"
     assert [letter["error"].split(" (the spec declares")[0] for letter in letters] == expected
     assert all(hint in letter["error"] for letter in letters)
-    (_, batch), = captured.records("cdcapp.stage.order_items")
+    (_, batch), = captured.records("cdcapp.stage")
     assert [(m["k"], m["row"]["quantity"], m["row"]["price"]) for m in batch] == [("postgres|4", 2, "9.99")]
 
 
-def stage_record(*messages: dict) -> bytes:
-    return orjson.dumps(list(messages))
+def stage_record(entity: str, *messages: dict) -> bytes:
+    return orjson.dumps([message | {"e": entity} for message in messages])
 
 
 async def test_stage_stores_state_emits_the_dimension_and_drops_stale_changes(
         cdc_app: CdcApp, captured: Captured) -> None:
-    agent = cdc_app.agents["cdcapp.stage.customers"]
+    agent = cdc_app.agents["cdcapp.stage"]
     partition = partition_of("postgres|7", PARTITIONS)
     async with agent.test_context() as context:
-        await context.put(value=stage_record(change("postgres|7", "c", ROW, 10, 1)), partition=partition)
-        await context.put(value=stage_record(change("postgres|7", "u", {**ROW, "city": "Paris"}, 5, 1)),
+        await context.put(value=stage_record("customers", change("postgres|7", "c", ROW, 10, 1)), partition=partition)
+        await context.put(value=stage_record("customers", change("postgres|7", "u", {**ROW, "city": "Paris"}, 5, 1)),
                           partition=partition)
         await captured.settled()
     rows = [row for _, record in captured.records("cdcapp.sink") for row in record]
@@ -164,10 +174,10 @@ async def test_dropped_changes_are_counted_by_source_and_reason_and_a_rewind_is_
         return STALE_CHANGES.labels("postgres", "customers", reason)._value.get()
 
     before = dropped("older"), dropped("rewound")
-    agent = cdc_app.agents["cdcapp.stage.customers"]
+    agent = cdc_app.agents["cdcapp.stage"]
     partition = partition_of("postgres|8", PARTITIONS)
     async with agent.test_context() as context:
-        await context.put(value=stage_record(change("postgres|8", "c", {**ROW, "id": 8}, 1000, 1),
+        await context.put(value=stage_record("customers", change("postgres|8", "c", {**ROW, "id": 8}, 1000, 1),
                                              change("postgres|8", "u", {**ROW, "id": 8}, 900, 1),
                                              change("postgres|8", "u", {**ROW, "id": 8}, 3, 1)), partition=partition)
         await captured.settled()
@@ -178,18 +188,36 @@ async def test_dropped_changes_are_counted_by_source_and_reason_and_a_rewind_is_
 
 
 async def test_a_subscription_is_answered_with_the_parents_projection(cdc_app: CdcApp, captured: Captured) -> None:
-    agent = cdc_app.agents["cdcapp.stage.products"]
+    agent = cdc_app.agents["cdcapp.stage"]
     partition = partition_of("postgres|3", PARTITIONS)
     product = {"id": 3, "name": "Lamp", "category": "home", "price": "9.90", "created_at": "2024-01-01 00:00:00"}
     async with agent.test_context() as context:
-        await context.put(value=stage_record(change("postgres|3", "c", product, 1, 1)), partition=partition)
-        await context.put(value=stage_record(subscription("sub", "postgres|3", "order_items", "product",
+        await context.put(value=stage_record("products", change("postgres|3", "c", product, 1, 1)), partition=partition)
+        await context.put(value=stage_record("products", subscription("sub", "postgres|3", "order_items", "product",
                                                           "postgres|11", 2)), partition=partition)
         await captured.settled()
-    replies = captured.records("cdcapp.stage.order_items")
+    replies = captured.records("cdcapp.stage")
     assert replies == [(partition_of("postgres|11", PARTITIONS), [
         {"t": "info", "k": ["postgres|11"], "r": "product", "p": "postgres|3",
-         "view": {"row": {"name": "Lamp", "category": "home"}, "refs": {}}, "v": 1, "ts": 2}])], \
+         "view": {"row": {"name": "Lamp", "category": "home"}, "refs": {}}, "v": 1, "ts": 2, "e": "order_items"}])], \
         "the price is no fact's column: the view leaves it out"
     store = cdc_app.pipeline.stage_tables["products"].store(partition)
     assert list(store.children("postgres|3")) == [("order_items", "product", "postgres|11")]
+
+
+async def test_a_stage_message_for_no_entity_of_the_spec_is_dead_lettered_and_the_rest_of_its_record_flows(
+        cdc_app: CdcApp, captured: Captured) -> None:
+    agent = cdc_app.agents["cdcapp.stage"]
+    partition = partition_of("postgres|9", PARTITIONS)
+    record = orjson.dumps([change("postgres|9", "c", {**ROW, "id": 9}, 10, 1) | {"e": "customers"},
+                           change("postgres|9", "c", {"id": 9}, 10, 1) | {"e": "invoices"},
+                           change("postgres|9", "c", {"id": 9}, 10, 1)])
+    async with agent.test_context() as context:
+        await context.put(value=record, partition=partition)
+        await captured.settled()
+    (_, letter), = captured.records("cdcapp.dlq")
+    assert letter["stage"] == "stage"
+    assert letter["error"] == "stage messages for no entity of the spec (customers, order_items, orders, products)"
+    assert [m.get("e") for m in orjson.loads(base64.b64decode(letter["value_b64"]))] == ["invoices", None]
+    rows = [row for _, record in captured.records("cdcapp.sink") for row in record]
+    assert [(table, key) for table, key, _, _ in rows] == [("dim_customer", "postgres|9")]

@@ -49,7 +49,7 @@ def _pg(source: BenchSource, synchronous_commit: bool = False) -> Any:
 
 def pipeline_topics(pipeline: Pipeline, source: BenchSource) -> list[str]:
     prefix = pipeline.settings.internal_topic_prefix
-    return [*source.topics(pipeline.spec), *(stage_topic(prefix, e) for e in pipeline.spec.entities), sink_topic(prefix)]
+    return [*source.topics(pipeline.spec), stage_topic(prefix), sink_topic(prefix)]
 
 
 def wait_caught_up(pipeline: Pipeline, source: BenchSource, worker: WorkerProcess, timeout_s: float,
@@ -299,12 +299,12 @@ class HopTrace:
 
     def __init__(self, bootstrap: str, internal_prefix: str) -> None:
         self.bootstrap = bootstrap
-        self.topics = {stage_topic(internal_prefix, entity): entity for entity in ("order_items", "orders", "products")}
+        self.stage = stage_topic(internal_prefix)
         self.sink = sink_topic(internal_prefix)
         self.since: dict[tuple[str, int], int] = {}
 
     def start(self) -> None:
-        self.since = asyncio.run(end_offsets(self.bootstrap, [*self.topics, self.sink]))
+        self.since = asyncio.run(end_offsets(self.bootstrap, [self.stage, self.sink]))
 
     def read(self) -> dict[str, dict[str, float]]:
         """Hop -> item key -> when (s)."""
@@ -312,17 +312,16 @@ class HopTrace:
 
     async def _read(self) -> dict[str, dict[str, float]]:
         first: dict[str, dict] = {"ingested": {}, "subscribed": {}, "joined": {}, "fact": {}}
-        for topic, entity in self.topics.items():
-            async for record in read_topic(self.bootstrap, topic, self.since):
-                at = record.timestamp / 1000
-                for m in orjson.loads(record.value):
-                    if m["t"] == "chg" and entity == "order_items":
-                        first["ingested"].setdefault(m["k"], at)
-                    elif m["t"] == "sub" and m["c"] == "order_items":
-                        first["subscribed"].setdefault((m["ck"], entity), at)
-                    elif m["t"] == "info" and entity == "order_items":
-                        for child in m["k"]:
-                            first["joined"].setdefault((child, m["r"]), at)
+        async for record in read_topic(self.bootstrap, self.stage, self.since):
+            at = record.timestamp / 1000
+            for m in orjson.loads(record.value):
+                if m["t"] == "chg" and m["e"] == "order_items":
+                    first["ingested"].setdefault(m["k"], at)
+                elif m["t"] == "sub" and m["c"] == "order_items":
+                    first["subscribed"].setdefault((m["ck"], m["e"]), at)
+                elif m["t"] == "info" and m["e"] == "order_items":
+                    for child in m["k"]:
+                        first["joined"].setdefault((child, m["r"]), at)
         async for record in read_topic(self.bootstrap, self.sink, self.since):
             for table, key, _, _ in orjson.loads(record.value):
                 if table == "fact_order":
