@@ -9,6 +9,11 @@ processed) costs more than the join itself. A batch's writes go to the partition
 and to the changelog - the same topic, key, value and partition Faust would use - right after,
 before the batch's events are acknowledged; the last offset sent per partition is recorded as
 the store's persisted offset, as Faust does, so a restart reads only the changelog's tail.
+
+RocksDB writes skip its write-ahead log, as Kafka Streams' state stores do: the changelog is the
+table's log. A worker that dies loses what its memtables held, together with the persisted offset
+written after it (memtables reach disk whole and in order), and recovery reads that part of the
+changelog again; a worker that stops flushes its memtables on close.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 
 import faust
 import orjson
+import rocksdict
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP
 
@@ -54,17 +60,29 @@ class TableIO:
     def __init__(self, table: RawBytesTable) -> None:
         self.table = table
         self.pending: list[tuple[int, bytes, bytes | None]] = []
+        #: partition -> its database, once its writes skip the write-ahead log (Faust reopens a
+        #: partition's database after a rebalance: a new object, set up again)
+        self._unlogged: dict[int, rocksdict.Rdict] = {}
 
     @property
     def _rocksdb(self) -> RocksDBStore | None:
         store = self.table.data
         return store if isinstance(store, RocksDBStore) else None
 
+    def _db(self, rocksdb: RocksDBStore, partition: int) -> rocksdict.Rdict:
+        db = rocksdb._db_for_partition(partition)
+        if self._unlogged.get(partition) is not db:
+            options = rocksdict.WriteOptions()
+            options.disable_wal = True
+            db.set_write_options(options)
+            self._unlogged[partition] = db
+        return db
+
     def get(self, partition: int, key: bytes) -> bytes | None:
         rocksdb = self._rocksdb
         if rocksdb is None:
             return self.table.data.data.get(key)
-        return rocksdb._db_for_partition(partition).get(key)
+        return self._db(rocksdb, partition).get(key)
 
     def put(self, partition: int, key: bytes, value: bytes | None) -> None:
         """Write (``None``: delete) in the store now and in the changelog at the next ``flush``."""
@@ -75,7 +93,7 @@ class TableIO:
             else:
                 self.table.data.data[key] = value
         else:
-            db = rocksdb._db_for_partition(partition)
+            db = self._db(rocksdb, partition)
             if value is None:
                 db.delete(key)
             else:
@@ -88,7 +106,7 @@ class TableIO:
         if rocksdb is None:
             yield from [k for k in self.table.data.data if k.startswith(prefix)]
             return
-        for key in rocksdb._db_for_partition(partition).keys(from_key=prefix):
+        for key in self._db(rocksdb, partition).keys(from_key=prefix):
             if not key.startswith(prefix):
                 return
             yield key
@@ -98,7 +116,7 @@ class TableIO:
         rocksdb = self._rocksdb
         if rocksdb is None:
             return iter(list(self.table.data.data.items()))
-        return iter(rocksdb._db_for_partition(partition).items())
+        return iter(self._db(rocksdb, partition).items())
 
     async def flush(self, producer: Any) -> None:
         """Send the pending writes to the changelog, in batches per partition."""
