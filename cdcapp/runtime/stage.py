@@ -60,48 +60,61 @@ def _register(app: faust.App, topics: Topics, stages: dict[str, EntityStage], ta
 
     async def handle(events: list[faust.EventT]) -> None:
         batch_events.observe(len(events))
-        # (entity, partition) -> the records' messages for it, in order, with the record of each
-        gathered: dict[tuple[str, int], list[tuple[faust.EventT, Message]]] = {}
+        # partition -> entity -> the records' messages for it, in order
+        gathered: dict[int, dict[str, list[Message]]] = {}
+        received: dict[int, list[tuple[faust.EventT, list[Message]]]] = {}
         for event in events:
             try:
                 batch = decode_stage_batch(event.value)
             except BadMessage as exc:
                 await send_dead_letter(topics.dlq, event.message, "stage", exc)
                 continue
+            partition = event.message.partition
+            received.setdefault(partition, []).append((event, batch))
+            per_entity = gathered.setdefault(partition, {})
             strays = []
             for message in batch:
                 entity = message.get("e") if message.__class__ is dict else None
-                if entity in stages:
-                    gathered.setdefault((entity, event.message.partition), []).append((event, message))
-                else:
-                    strays.append(message)
+                messages = per_entity.get(entity)
+                if messages is None:
+                    if entity not in stages:
+                        strays.append(message)
+                        continue
+                    messages = per_entity[entity] = []
+                messages.append(message)
             if strays:
                 await send_dead_letter(topics.dlq, event.message, "stage", "stage messages for no entity of the "
                                        f"spec ({', '.join(sorted(stages))})", value=encode_batch(strays))
         outbox = Outbox(app.producer)
-        for (entity, partition), received in gathered.items():
-            stage, store = stages[entity], tables[entity].store(partition)
-            result = apply_batch(stage, store, [message for _, message in received])
-            trackers[entity].update(partition, result.waiting, time.time())
-            for key, group, exc in result.failed:
-                event = next(e for e, message in received if message is group[0])
-                await send_dead_letter(topics.dlq, event.message, f"stage.{entity}",
-                                       f"{type(exc).__name__}: {exc} (key {key})", value=encode_batch(group))
-            for (kind, outcome), count in result.outcomes.items():
-                EVENTS.labels(entity, kind, outcome).inc(count)
-            for key, pos, state_pos in result.stale:
-                count_stale(entity, key, pos, state_pos)
-            for send in result.sends:
-                await outbox.add(topics.stage_name, partition_for(send.key), send.message | {"e": send.entity})
-            for row in result.rows:
-                await outbox.add(topics.sink_name, partition_for(row.sink_key), row.encode())
-            for broadcast in result.broadcasts:
-                for send in expand(broadcast, store, partition_for, CHUNK):
-                    await outbox.add(topics.stage_name, partition_for(send.key), send.message | {"e": send.entity},
-                                     len(send.message["k"]))
+        for partition, per_entity in gathered.items():
+            for entity, batch in per_entity.items():
+                await _apply(entity, partition, batch, received[partition], outbox)
         for entity_tables in tables.values():
             await entity_tables.flush(app.producer)
         await outbox.flush()
+
+    async def _apply(entity: str, partition: int, batch: list[Message],
+                     records: list[tuple[faust.EventT, list[Message]]], outbox: Outbox) -> None:
+        stage, store = stages[entity], tables[entity].store(partition)
+        result = apply_batch(stage, store, batch)
+        trackers[entity].update(partition, result.waiting, time.time())
+        for key, group, exc in result.failed:
+            event = next(e for e, messages in records if any(m is group[0] for m in messages))
+            await send_dead_letter(topics.dlq, event.message, f"stage.{entity}",
+                                   f"{type(exc).__name__}: {exc} (key {key})", value=encode_batch(group))
+        for (kind, outcome), count in result.outcomes.items():
+            EVENTS.labels(entity, kind, outcome).inc(count)
+        for key, pos, state_pos in result.stale:
+            count_stale(entity, key, pos, state_pos)
+        for send in result.sends:
+            send.message["e"] = send.entity
+            await outbox.add(topics.stage_name, partition_for(send.key), send.message)
+        for row in result.rows:
+            await outbox.add(topics.sink_name, partition_for(row.sink_key), row.encode())
+        for broadcast in result.broadcasts:
+            for send in expand(broadcast, store, partition_for, CHUNK):
+                send.message["e"] = send.entity
+                await outbox.add(topics.stage_name, partition_for(send.key), send.message, len(send.message["k"]))
 
     @app.agent(topics.stage, name="cdcapp.stage")
     async def join(stream: faust.StreamT) -> None:
