@@ -24,7 +24,7 @@ from typing import Any
 import faust
 import orjson
 import rocksdict
-from faust.stores.rocksdb import Store as RocksDBStore
+from faust.stores.rocksdb import RocksDBOptions, Store as RocksDBStore
 from faust.types import TP
 
 from cdcapp.join.engine import State
@@ -36,8 +36,26 @@ SEP = b"\x00"
 ROCKSDB_OPTIONS = {"write_buffer_size": 4 << 20, "max_write_buffer_number": 2, "block_cache_size": 8 << 20}
 
 
+class UnloggedRocksDBOptions(RocksDBOptions):
+    """Faust's RocksDB options, with every database it opens writing without the write-ahead log.
+
+    Set on the database when Faust opens it, because that is the one moment cdcapp sees it
+    without holding it: Faust closes a revoked partition's database by dropping its references
+    (``Store.revoke_partitions``), and a reference kept elsewhere would keep its lock, so that
+    taking the partition back fails ("lock hold by current process")."""
+
+    def open(self, path: Any, *, read_only: bool = False) -> Any:
+        db = super().open(path, read_only=read_only)
+        if not read_only:
+            options = rocksdict.WriteOptions()
+            options.disable_wal = True
+            db.set_write_options(options)
+        return db
+
+
 class RawBytesTable(faust.Table):
-    """A table of bytes kept as they are, in the store and in the changelog.
+    """A table of bytes kept as they are, in the store and in the changelog; in RocksDB, written
+    without the write-ahead log.
 
     Faust derives a table's serializers from its key/value types and picks "json" for bytes;
     the changelog topic is built from them early, so they must be right from the constructor on.
@@ -45,6 +63,12 @@ class RawBytesTable(faust.Table):
 
     def _serializer_from_type(self, typ: object) -> str:
         return "raw"
+
+    def _new_store(self) -> Any:
+        store = super()._new_store()
+        if isinstance(store, RocksDBStore):
+            store.rocksdb_options = UnloggedRocksDBOptions(**store.options, use_rocksdict=store.use_rocksdict)
+        return store
 
 
 def raw_table(app: faust.App, name: str, partitions: int) -> RawBytesTable:
@@ -60,29 +84,17 @@ class TableIO:
     def __init__(self, table: RawBytesTable) -> None:
         self.table = table
         self.pending: list[tuple[int, bytes, bytes | None]] = []
-        #: partition -> its database, once its writes skip the write-ahead log (Faust reopens a
-        #: partition's database after a rebalance: a new object, set up again)
-        self._unlogged: dict[int, rocksdict.Rdict] = {}
 
     @property
     def _rocksdb(self) -> RocksDBStore | None:
         store = self.table.data
         return store if isinstance(store, RocksDBStore) else None
 
-    def _db(self, rocksdb: RocksDBStore, partition: int) -> rocksdict.Rdict:
-        db = rocksdb._db_for_partition(partition)
-        if self._unlogged.get(partition) is not db:
-            options = rocksdict.WriteOptions()
-            options.disable_wal = True
-            db.set_write_options(options)
-            self._unlogged[partition] = db
-        return db
-
     def get(self, partition: int, key: bytes) -> bytes | None:
         rocksdb = self._rocksdb
         if rocksdb is None:
             return self.table.data.data.get(key)
-        return self._db(rocksdb, partition).get(key)
+        return rocksdb._db_for_partition(partition).get(key)
 
     def put(self, partition: int, key: bytes, value: bytes | None) -> None:
         """Write (``None``: delete) in the store now and in the changelog at the next ``flush``."""
@@ -93,7 +105,7 @@ class TableIO:
             else:
                 self.table.data.data[key] = value
         else:
-            db = self._db(rocksdb, partition)
+            db = rocksdb._db_for_partition(partition)
             if value is None:
                 db.delete(key)
             else:
@@ -106,7 +118,7 @@ class TableIO:
         if rocksdb is None:
             yield from [k for k in self.table.data.data if k.startswith(prefix)]
             return
-        for key in self._db(rocksdb, partition).keys(from_key=prefix):
+        for key in rocksdb._db_for_partition(partition).keys(from_key=prefix):
             if not key.startswith(prefix):
                 return
             yield key
@@ -116,7 +128,7 @@ class TableIO:
         rocksdb = self._rocksdb
         if rocksdb is None:
             return iter(list(self.table.data.data.items()))
-        return iter(self._db(rocksdb, partition).items())
+        return iter(rocksdb._db_for_partition(partition).items())
 
     async def flush(self, producer: Any) -> None:
         """Send the pending writes to the changelog, in batches per partition."""
