@@ -4,14 +4,18 @@ run pipelines this way, side by side with anything else on the stack."""
 
 from __future__ import annotations
 
+import asyncio
 import random
+import shutil
 import socket
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cdcapp.clickhouse.client import is_server, pipeline_database
+from cdcapp.clickhouse.client import is_server, open_target, pipeline_database
+from cdcapp.clickhouse.ddl import quote
 from cdcapp.config import Settings
+from cdcapp.kafka_admin import delete_topics
 from cdcapp.model.spec import Spec, load_spec
 from cdcapp.tools.verify import Report, verify
 from cdcapp.tools.worker_process import WorkerProcess
@@ -105,3 +109,25 @@ class Pipeline:
     def stop(self) -> None:
         for worker in self.workers:
             worker.stop()
+
+    def remove(self) -> None:
+        """Stop the workers and delete what the pipeline left on the shared stack: its topics
+        (internal, changelogs, own sources, a rebuild's generations: all named after the app id),
+        its ClickHouse databases named after the app id (not one a spec names) and its workers'
+        table state. Every namespace left behind slows the stack's Kafka a little, and a test
+        suite makes dozens."""
+        self.stop()
+        app_id = self.settings.app_id
+        asyncio.run(delete_topics(self.settings.kafka_bootstrap, app_id))
+        url = self.settings.resolved_clickhouse_url
+        own = self.settings.model_copy(update={"clickhouse_db": None}).database()
+        if is_server(url) and self.database.startswith(own):
+            target = open_target(url, "default")
+            try:
+                for name, in target.query("SELECT name FROM system.databases"):
+                    if name.startswith(own):
+                        target.execute(f"DROP DATABASE IF EXISTS {quote(name)}")
+            finally:
+                target.close()
+        for state in (self.settings.state_path / "workers").glob(f"{self.settings.app_id}-*"):
+            shutil.rmtree(state, ignore_errors=True)

@@ -50,7 +50,7 @@ def pipeline(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
     report = pipeline.verify("postgres", wait_s=SETTLE_S)
     assert report.equal, report.render()
     yield pipeline
-    pipeline.stop()
+    pipeline.remove()
 
 
 def load(pipeline: Pipeline, kind: str = "postgres", sqlite_path: Path | None = None) -> BackgroundWorkload:

@@ -34,7 +34,7 @@ def pipeline(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
     report = pipeline.verify("postgres")  # caught up with the shared topics' history
     assert report.equal, report.render()
     yield pipeline
-    pipeline.stop()
+    pipeline.remove()
 
 
 def lose(pipeline: Pipeline, *tables: str) -> None:

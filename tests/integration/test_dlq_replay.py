@@ -95,4 +95,4 @@ def test_a_row_for_a_table_the_spec_lacked_is_replayed_once_the_spec_has_it(stac
         finally:
             target.close()
     finally:
-        pipeline.stop()
+        pipeline.remove()

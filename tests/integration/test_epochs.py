@@ -92,4 +92,4 @@ def test_a_new_epoch_orders_restarted_positions_above_the_old(stack: Settings, t
         assert rewound == 0, f"{rewound} changes were taken for replays despite the new epoch"
     finally:
         stop(process)
-        pipeline.stop()
+        pipeline.remove()

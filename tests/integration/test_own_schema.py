@@ -170,8 +170,8 @@ def test_a_blog_in_its_own_schema_beside_the_shop(stack: Settings, tmp_path: Pat
         refusal = [line for line in (tmp_path / "stray.log").read_text().splitlines() if "belongs to" in line]
         assert refusal and f"database {blog.database} belongs to pipeline {blog.settings.app_id}" in refusal[0]
     finally:
-        blog.stop()
-        shop.stop()
+        blog.remove()
+        shop.remove()
         if kind != "sqlite":
             Connector(stack, kind, prune=True).ensure_up(echoed.append)
             drop(stack, kind, schema)

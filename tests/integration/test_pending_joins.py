@@ -93,4 +93,4 @@ def test_rows_waiting_for_a_parent_are_counted_across_a_restart(stack: Settings,
         finally:
             target.close()
     finally:
-        pipeline.stop()
+        pipeline.remove()

@@ -53,7 +53,7 @@ def test_chdb_sink_equals_the_oltp_join(stack: Settings, tmp_path: Path) -> None
         report = pipeline.verify("postgres")
         assert report.equal, report.render()
     finally:
-        pipeline.stop()
+        pipeline.remove()
 
 
 def test_two_workers_with_a_rebalance_mid_run(stack: Settings, tmp_path: Path) -> None:
@@ -72,7 +72,7 @@ def test_two_workers_with_a_rebalance_mid_run(stack: Settings, tmp_path: Path) -
         assert report.equal, report.render()
         assert first.status()["assigned_partitions"] and second.status()["assigned_partitions"]
     finally:
-        pipeline.stop()
+        pipeline.remove()
 
 
 def test_workers_joining_and_leaving_mid_run(stack: Settings, tmp_path: Path) -> None:
@@ -93,7 +93,7 @@ def test_workers_joining_and_leaving_mid_run(stack: Settings, tmp_path: Path) ->
         report_withheld_deliveries(first, second)
         assert report.equal, report.render()
     finally:
-        pipeline.stop()
+        pipeline.remove()
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def server_pipeline(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -
     pipeline = Pipeline.fresh(stack, tmp_path_factory.mktemp("logs"))
     pipeline.start_worker()
     yield pipeline
-    pipeline.stop()
+    pipeline.remove()
 
 
 @pytest.mark.parametrize("kind", ["postgres", "mariadb"])

@@ -61,7 +61,7 @@ def test_prometheus_sees_each_tables_lag_under_a_second(stack: Settings, tmp_pat
                 exported = {family.name for family in text_string_to_metric_families(response.read().decode())}
         finally:
             app.finish()
-            pipeline.stop()
+            pipeline.remove()
     print(f"p99 end-to-end lag per table, from Prometheus: {p99}")
     assert all(seconds < 1.0 for seconds in p99.values()), p99
     # Every metric the Grafana dashboard queries is one the worker exports.

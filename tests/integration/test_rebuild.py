@@ -101,7 +101,7 @@ def test_rebuild_fills_a_new_fact_column_for_all_history_and_swaps(stack: Settin
         write_changes(db, 1_000, seed=2)
         report = pipeline.verify("sqlite", source_id, db, wait_s=300)
         assert report.equal, report.render()
-        pipeline.stop()
+        pipeline.remove()
 
     print(f"reader: {len(reader.samples)} samples, {len(reader.errors)} errors")
     assert not reader.errors, reader.errors[:5]

@@ -45,7 +45,7 @@ def pipeline(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
     report = pipeline.verify("postgres")
     assert report.equal, report.render()
     yield pipeline
-    pipeline.stop()
+    pipeline.remove()
 
 
 def clickhouse(pipeline: Pipeline) -> Any:

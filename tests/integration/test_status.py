@@ -67,4 +67,4 @@ def test_status_says_what_is_unhealthy_and_exits_non_zero(stack: Settings, tmp_p
         code, found = status(pipeline)
         assert (code, failing(found)) == (0, set()), found
     finally:
-        pipeline.stop()
+        pipeline.remove()

@@ -83,4 +83,4 @@ def test_the_status_page_shows_live_numbers_and_a_stopped_connector_in_red(stack
             rest(connector.connector_url + "/resume", method="PUT")
             native_stack.up(stack, echo=lambda line: None)
             app.finish()
-            pipeline.stop()
+            pipeline.remove()
