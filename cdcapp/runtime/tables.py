@@ -9,11 +9,6 @@ processed) costs more than the join itself. A batch's writes go to the partition
 and to the changelog - the same topic, key, value and partition Faust would use - right after,
 before the batch's events are acknowledged; the last offset sent per partition is recorded as
 the store's persisted offset, as Faust does, so a restart reads only the changelog's tail.
-
-RocksDB writes skip its write-ahead log, as Kafka Streams' state stores do: the changelog is the
-table's log. A worker that dies loses what its memtables held, together with the persisted offset
-written after it (memtables reach disk whole and in order), and recovery reads that part of the
-changelog again; a worker that stops flushes its memtables on close.
 """
 
 from __future__ import annotations
@@ -23,8 +18,7 @@ from typing import Any
 
 import faust
 import orjson
-import rocksdict
-from faust.stores.rocksdb import RocksDBOptions, Store as RocksDBStore
+from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP
 
 from cdcapp.join.engine import State
@@ -36,26 +30,8 @@ SEP = b"\x00"
 ROCKSDB_OPTIONS = {"write_buffer_size": 4 << 20, "max_write_buffer_number": 2, "block_cache_size": 8 << 20}
 
 
-class UnloggedRocksDBOptions(RocksDBOptions):
-    """Faust's RocksDB options, with every database it opens writing without the write-ahead log.
-
-    Set on the database when Faust opens it, because that is the one moment cdcapp sees it
-    without holding it: Faust closes a revoked partition's database by dropping its references
-    (``Store.revoke_partitions``), and a reference kept elsewhere would keep its lock, so that
-    taking the partition back fails ("lock hold by current process")."""
-
-    def open(self, path: Any, *, read_only: bool = False) -> Any:
-        db = super().open(path, read_only=read_only)
-        if not read_only:
-            options = rocksdict.WriteOptions()
-            options.disable_wal = True
-            db.set_write_options(options)
-        return db
-
-
 class RawBytesTable(faust.Table):
-    """A table of bytes kept as they are, in the store and in the changelog; in RocksDB, written
-    without the write-ahead log.
+    """A table of bytes kept as they are, in the store and in the changelog.
 
     Faust derives a table's serializers from its key/value types and picks "json" for bytes;
     the changelog topic is built from them early, so they must be right from the constructor on.
@@ -63,12 +39,6 @@ class RawBytesTable(faust.Table):
 
     def _serializer_from_type(self, typ: object) -> str:
         return "raw"
-
-    def _new_store(self) -> Any:
-        store = super()._new_store()
-        if isinstance(store, RocksDBStore):
-            store.rocksdb_options = UnloggedRocksDBOptions(**store.options, use_rocksdict=store.use_rocksdict)
-        return store
 
 
 def raw_table(app: faust.App, name: str, partitions: int) -> RawBytesTable:

@@ -31,14 +31,11 @@ def test_state_and_subscription_entries_per_partition(tmp_path: Path, store: str
     assert len(tables.state.pending) == 1
 
 
-def test_rocksdb_writes_skip_the_write_ahead_log_and_a_revoked_partition_opens_again(tmp_path: Path) -> None:
+def test_a_revoked_partition_opens_again_with_its_state(tmp_path: Path) -> None:
     app = create_app(unit_settings(tmp_path).model_copy(update={"store": "rocksdb://"}))
     tables = app.pipeline.stage_tables["products"]
     PartitionStore(tables, 1).put("pg|1", {"pos": 7})
     store = tables.state.table.data
-    db_path = store.partition_path(1)
-    assert [log.stat().st_size for log in db_path.glob("*.log")] == [0], "the changelog is the log"
-
     # Faust closes a revoked partition's database by dropping its references; cdcapp keeps none.
     tp = TP(tables.state.table.changelog_topic.get_topic_name(), 1)
     store.revoke_partitions(tables.state.table, {tp})

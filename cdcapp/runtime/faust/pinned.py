@@ -31,10 +31,6 @@ EXPECTED = {
     "faust.transport.drivers.aiokafka:Producer.flush": "36d0cb3615f65b01",
     "faust.transport.drivers.aiokafka:Producer.send": "0b5bd08f52e5e2a9",
     "aiokafka.consumer.fetcher:Fetcher._get_actions_per_node": "1dab2cf937d165d0",
-    "faust.tables.base:Collection._new_store": "914a2bda605d38f5",
-    "faust.stores.rocksdb:Store.__init__": "c7c0fa2989e8ab4a",
-    "faust.stores.rocksdb:Store._open_for_partition": "1dc4e0113d67379d",
-    "faust.stores.rocksdb:Store.revoke_partitions": "3f85447a24fc34ff",
 }
 
 
