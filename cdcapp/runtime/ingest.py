@@ -2,8 +2,9 @@
 
 One agent reads every entity's source topic. Each change is decoded and shaped
 (``cdcapp.debezium.shape``) into a ``chg`` message for its entity key, and the messages of a batch
-of events, whatever their entities, go to the stage topic as one record per partition. Tombstones carry nothing the ``d`` event before them did not, so they are counted and
-skipped; anything undecodable goes to the dead-letter topic.
+of events, whatever their entities, go to the stage topic as one record per partition. Tombstones
+carry nothing the ``d`` event before them did not, so they are counted and skipped; anything
+undecodable goes to the dead-letter topic.
 """
 
 from __future__ import annotations
