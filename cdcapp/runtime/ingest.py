@@ -71,15 +71,17 @@ async def decode_synced(shaper: ChangeShaper, schema: SchemaSync, key: bytes | N
 def _register(app: faust.App, topics: Topics, shapers: dict[str, ChangeShaper], partitions: int,
               linger_s: float, epochs: Epochs, schema: SchemaSync) -> None:
     stage_topic = topics.stage_name
-    ops = {topic: {op: SOURCE_EVENTS.labels(shaper.entity, op) for op in ("c", "u", "d", "r", "tombstone")}
-           for topic, shaper in shapers.items()}
+    # source topic -> its shaper, and the counter of each op of its entity
+    ops = ("c", "u", "d", "r", "tombstone")
+    by_topic = {topic: (shaper, {op: SOURCE_EVENTS.labels(shaper.entity, op) for op in ops})
+                for topic, shaper in shapers.items()}
     batch_events = BATCH_EVENTS.labels("ingest")
 
     async def handle(events: list[faust.EventT]) -> None:
         batch_events.observe(len(events))
         outbox = Outbox(app.producer)
         for event in events:
-            shaper, counts = shapers[event.message.topic], ops[event.message.topic]
+            shaper, counts = by_topic[event.message.topic]
             # The fetch loop delivers a run of source records as one message (runtime/faust/bulk.py).
             for record in getattr(event.message, "records", None) or (event.message,):
                 try:

@@ -129,5 +129,5 @@ class Pipeline:
                         target.execute(f"DROP DATABASE IF EXISTS {quote(name)}")
             finally:
                 target.close()
-        for state in (self.settings.state_path / "workers").glob(f"{self.settings.app_id}-*"):
+        for state in (self.settings.state_path / "workers").glob(f"{app_id}-*"):
             shutil.rmtree(state, ignore_errors=True)
