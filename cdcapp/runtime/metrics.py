@@ -31,6 +31,10 @@ SINK_FLUSH_SECONDS = Histogram(
     "cdcapp_sink_flush_seconds", "Time to insert one flush into ClickHouse.", registry=REGISTRY,
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+SINK_LAST_FLUSH = Gauge(
+    "cdcapp_sink_last_flush_timestamp_seconds", "When the last flush's insert into ClickHouse returned (Unix time).",
+    registry=REGISTRY,
+)
 SINK_FLUSH_ROWS = Histogram(
     "cdcapp_sink_flush_rows", "Rows inserted by one flush (all tables).", registry=REGISTRY,
     buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10_000, 25_000, 50_000),

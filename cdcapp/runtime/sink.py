@@ -20,7 +20,7 @@ from cdcapp.model.spec import Spec
 from cdcapp.retry import Backoff
 from cdcapp.runtime.dlq import send_dead_letter, send_refused_row
 from cdcapp.runtime.metrics import (END_TO_END_LAG, SINK_BUFFERED, SINK_ERRORS, SINK_FLUSH_ROWS, SINK_FLUSH_SECONDS,
-                                    SINK_ROWS, SINK_ROWS_COALESCED)
+                                    SINK_LAST_FLUSH, SINK_ROWS, SINK_ROWS_COALESCED)
 from cdcapp.runtime.schema import SchemaSync
 from cdcapp.runtime.topics import Topics
 from cdcapp.sink.buffer import BadSinkRow, SinkBuffer, UnknownColumns
@@ -70,7 +70,9 @@ def _observe(sink: EventSink, flushed: Flushed[faust.EventT] | None) -> None:
     SINK_FLUSH_ROWS.observe(flushed.batch.rows)
     log.info("flushed %d rows in %.0f ms: %s", flushed.batch.rows, flushed.seconds * 1000,
              ", ".join(f"{shape.name} {len(rows)}" for shape, rows in flushed.batch.tables))
-    stored_at_ms = time.time() * 1000
+    stored_at = time.time()
+    SINK_LAST_FLUSH.set(stored_at)
+    stored_at_ms = stored_at * 1000
     for (shape, rows), timestamps in zip(flushed.batch.tables, flushed.batch.timestamps):
         SINK_ROWS.labels(shape.name).inc(len(rows))
         lag = END_TO_END_LAG.labels(shape.name)

@@ -47,11 +47,14 @@ def report_withheld_deliveries(*workers: WorkerProcess) -> None:
 def test_chdb_sink_equals_the_oltp_join(stack: Settings, tmp_path: Path) -> None:
     """The embedded engine as the sink; verify reads through the worker that owns it."""
     pipeline = Pipeline.fresh(stack, tmp_path, clickhouse_url=f"chdb://{tmp_path / 'chdb'}")
-    pipeline.start_worker()
+    worker = pipeline.start_worker()
     try:
+        started = time.time()
         workload(pipeline.settings, "postgres", seed=7)
         report = pipeline.verify("postgres")
         assert report.equal, report.render()
+        # the bench times a drain to the last insert by this gauge
+        assert started < worker.metric_total("cdcapp_sink_last_flush_timestamp_seconds") <= time.time()
     finally:
         pipeline.remove()
 

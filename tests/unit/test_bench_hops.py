@@ -1,8 +1,9 @@
-"""The freshness bench's breakdown of a marker's time into hops."""
+"""The bench's timings: a freshness marker's time broken into hops, and where a drain ends."""
 
+import time
 from types import SimpleNamespace
 
-from cdcapp.tools.bench.parts import HOPS, Markers, hop_summary
+from cdcapp.tools.bench.parts import HOPS, Markers, hop_summary, last_insert
 
 
 def test_each_step_is_the_time_between_consecutive_hops_and_untraced_markers_are_left_out() -> None:
@@ -25,3 +26,11 @@ def test_each_step_is_the_time_between_consecutive_hops_and_untraced_markers_are
     # the slowest marker lost its second in joined->fact, and the tail says so
     assert summary["joined->fact"]["slowest_1pct_mean_s"] == 1.1
     assert summary["fact->visible"]["slowest_1pct_mean_s"] == 0.1
+
+
+def test_a_drain_ends_at_the_workers_last_insert_not_when_its_commit_is_seen() -> None:
+    caught_up = time.monotonic()
+    inserted_3s_before = SimpleNamespace(metric_total=lambda name: time.time() - 3.0)
+    assert 2.9 < caught_up - last_insert(inserted_3s_before, caught_up) < 3.1  # type: ignore[arg-type]
+    never_inserted = SimpleNamespace(metric_total=lambda name: 0.0)
+    assert last_insert(never_inserted, caught_up) == caught_up  # type: ignore[arg-type]

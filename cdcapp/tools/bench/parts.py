@@ -76,6 +76,17 @@ def wait_caught_up(pipeline: Pipeline, source: BenchSource, worker: WorkerProces
     raise TimeoutError(f"pipeline {pipeline.settings.app_id} still lagging after {timeout_s:.0f}s")
 
 
+def last_insert(worker: WorkerProcess, caught_up: float) -> float:
+    """When the worker's last ClickHouse insert returned (``time.monotonic``), for a worker found
+    caught up at ``caught_up``: the end of its work, as the raw copy's time ends at its last insert.
+    The caught-up moment itself comes later by up to Faust's commit interval (2.8 s) plus a poll,
+    a seventh of a 20 s drain."""
+    inserted = worker.metric_total("cdcapp_sink_last_flush_timestamp_seconds")
+    if not inserted:
+        return caught_up
+    return min(caught_up, inserted - (time.time() - time.monotonic()))
+
+
 def _verified(pipeline: Pipeline, source: BenchSource, wait_s: float = 300.0) -> bool:
     return pipeline.verify("postgres", source_id=source.name, wait_s=wait_s).equal
 
@@ -130,7 +141,7 @@ def drain(base: Settings, spec: Spec, run_id: str, changes: int, seed: int, log_
     worker = pipeline.start_worker(wait=True)
     ready = time.monotonic()
     echo(f"drain: worker ready after {ready - started:.1f}s; draining {records:,} records")
-    done = wait_caught_up(pipeline, source, worker, timeout_s=3600)
+    done = last_insert(worker, wait_caught_up(pipeline, source, worker, timeout_s=3600))
     equal = _verified(pipeline, source)
     seconds = done - ready
     sink_rows = worker.metric_total("cdcapp_sink_rows_total")
@@ -483,7 +494,7 @@ def initial_load(base: Settings, spec: Spec, run_id: str, items: int, hot_items:
     worker = pipeline.start_worker(wait=True)
     ready = time.monotonic()
     try:
-        done = wait_caught_up(pipeline, source, worker, timeout_s=7200, poll_s=1.0)
+        done = last_insert(worker, wait_caught_up(pipeline, source, worker, timeout_s=7200, poll_s=1.0))
         equal = _verified(pipeline, source, wait_s=600)
         seconds = done - ready
         result: dict[str, Any] = {
@@ -513,7 +524,7 @@ def fanout(pipeline: Pipeline, source: BenchSource, worker: WorkerProcess, hot_i
     finally:
         conn.close()
     started = time.monotonic()
-    done = wait_caught_up(pipeline, source, worker, timeout_s=3600, poll_s=0.5)
+    done = last_insert(worker, wait_caught_up(pipeline, source, worker, timeout_s=3600, poll_s=0.5))
     target = open_target(pipeline.settings.resolved_clickhouse_url, pipeline.database)
     try:
         shown = target.query(
