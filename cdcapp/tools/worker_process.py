@@ -68,6 +68,18 @@ class WorkerProcess:
         """The sum of a metric's samples over all labels."""
         return sum(value for _, value in self.metric_samples(name))
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time the worker process has used so far, user and system, all threads."""
+        if self.process is None:
+            return None
+        try:
+            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        except OSError:
+            return None
+        # Fields after the command name, which may hold spaces: utime and stime are the 12th and 13th.
+        fields = stat.rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def peak_rss_bytes(self) -> int | None:
         """The worker process's peak resident set size so far (Linux ``VmHWM``)."""
         if self.process is None:

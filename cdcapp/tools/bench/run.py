@@ -83,6 +83,7 @@ def summary(report: dict[str, Any]) -> Table:
         table.add_row("drain / raw copy", f"{drain['ratio_to_raw_copy']:.3f}")
         table.add_row("bare Faust agent: records/s", f"{drain['bare_agent']['rate']:,.0f}")
         table.add_row("sink rows per source change", f"{drain['sink_rows_per_change']:.2f}")
+        table.add_row("worker CPU per source change", f"{drain['worker_cpu_us_per_change']:.0f} µs")
         table.add_row("drain peak RSS", f"{drain['peak_rss_mib']} MiB")
     for fresh in report.get("freshness", []):
         table.add_row(f"freshness at {fresh['target_rate']:,.0f}/s",
