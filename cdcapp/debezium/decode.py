@@ -104,8 +104,15 @@ _CACHE_MAX: Final = 256
 _typed_cache: dict[tuple[int, int, bool], tuple[Converters, Mapping[str, ColumnType], Converters]] = {}
 
 
-def _to_canonical(read: Converter | None, column_type: ColumnType) -> Converter:
+def _to_canonical(read: Converter | None, column_type: ColumnType, schemaless: bool) -> Converter:
     canonical = column_type.canonical
+    if schemaless:
+        # Most schemaless values are canonical as JSON gives them; the hint readers would read
+        # each of these as itself (a decimal string as that literal), so they are kept unread.
+        as_is = column_type.already_canonical()
+        if read is None:
+            return lambda value: value if as_is(value) else canonical(value)
+        return lambda value: value if as_is(value) else canonical(read(value))
     if read is None:
         return canonical
     return lambda value: canonical(read(value))
@@ -124,7 +131,7 @@ def _typed(read: Converters, columns: Columns, *, schemaless: bool) -> Converter
     typed = [(column, convert, label) for column, convert, label in read if column not in columns]
     for column, column_type in columns.items():
         reader = readers.get(column) or (hint_reader(column_type) if schemaless else None)
-        typed.append((column, _to_canonical(reader, column_type), column_type.name))
+        typed.append((column, _to_canonical(reader, column_type, schemaless), column_type.name))
     if len(_typed_cache) >= _CACHE_MAX:
         _typed_cache.clear()
     _typed_cache[cache_key] = (read, columns, tuple(typed))

@@ -75,7 +75,11 @@ class ChangeShaper:
             raise DecodeError(f"{change.op!r} event for {self.entity} has no 'after' image")
         row = None
         if image is not None:
-            row = {c: self._canonical(c, v) for c, v in image.items() if c not in self.refused}
+            if image.keys() <= self.types.keys() and UNAVAILABLE not in image.values():
+                # Every column is typed, so the decoder made it canonical, in an image of its own.
+                row = image
+            else:
+                row = {c: self._canonical(c, v) for c, v in image.items() if c not in self.refused}
             if change.op != "d" and not row.keys() >= self.spec_columns:
                 self._fill_missing(row)
         return messages.change(entity_key(change.source, key_values), change.op, row, change.position,

@@ -72,6 +72,22 @@ class ColumnType:
         except (ValueError, TypeError, InvalidOperation, OverflowError) as exc:
             raise ValueTypeError(f"{value!r} is not a valid {self.name}: {exc}") from None
 
+    def already_canonical(self) -> Callable[[Any], bool]:
+        """A cheap test that holds only for values ``canonical`` returns unchanged (ints in range,
+        ASCII strings, floats, decimal strings in canonical form), so that the decoder can skip
+        the conversion for most values; it may say no to a canonical value."""
+        if self.kind == "int":
+            low, high = self.low, self.high
+            return lambda value: value.__class__ is int and low <= value <= high
+        if self.kind == "str":
+            return lambda value: value.__class__ is str and value.isascii()
+        if self.kind == "float":
+            return lambda value: value.__class__ is float
+        if self.kind == "decimal":
+            literal = _canonical_decimal_pattern(self.precision, self.scale).fullmatch
+            return lambda value: value.__class__ is str and literal(value) is not None
+        return lambda value: False
+
     def computed(self, value: Any) -> Any:
         """A computed value (a measure, or the ground truth's SQL, which may compute in floats) ->
         canonical. A decimal is first taken to the type's scale (half-even): there the spec's type
@@ -114,6 +130,14 @@ def parse_type(name: str) -> ColumnType:
         f"unsupported column type {name!r}: use (U)Int8..64, String, Float32/64, Decimal(P, S), "
         "DateTime or Date (what ClickHouse 18.16 and chdb both support)"
     )
+
+
+def _canonical_decimal_pattern(precision: int, scale: int) -> re.Pattern[str]:
+    """What ``_canonical_decimal`` writes: no leading zeros, at most P - S integer digits, exactly
+    S decimals, and no negative zero."""
+    whole = "0" if precision == scale else f"(?:0|[1-9][0-9]{{0,{precision - scale - 1}}})"
+    zero = "0" + ("." + "0" * scale if scale else "")
+    return re.compile(f"(?!-{re.escape(zero)}$)-?{whole}" + (f"\\.[0-9]{{{scale}}}" if scale else ""))
 
 
 def _canonical_int(t: ColumnType, value: Any) -> int:

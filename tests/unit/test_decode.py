@@ -1082,3 +1082,34 @@ def test_an_incremental_snapshot_row_takes_the_lsn_its_window_closed_at():
     assert (change.position, change.snapshot) == (2581803360, True)
     with pytest.raises(DecodeError, match="source.sequence"):
         decode(b'{"id":1}', value.replace(b"2581803360", b"x"))
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.data(), precision=st.integers(1, 38))
+def test_a_value_kept_as_it_is_is_one_its_type_would_not_change(data, precision):
+    """The decoder skips ``canonical`` for schemaless values ``already_canonical`` accepts: it must
+    accept only values that ``canonical`` returns unchanged."""
+    scale = data.draw(st.integers(0, precision))
+    types = [parse_type(f"Decimal({precision}, {scale})"), parse_type("Int8"), parse_type("UInt32"),
+             parse_type("Int64"), parse_type("String"), parse_type("Float64"), parse_type("DateTime")]
+    column_type = data.draw(st.sampled_from(types))
+    value = data.draw(st.one_of(
+        st.integers(-(1 << 65), 1 << 65), st.text(), st.floats(allow_nan=False), st.booleans(),
+        st.decimals(allow_nan=False, allow_infinity=False).map(str),
+        st.from_regex(r"-?[0-9]{1,12}(\.[0-9]{0,12})?", fullmatch=True)))
+    if column_type.already_canonical()(value):
+        assert column_type.canonical(value) == value and type(column_type.canonical(value)) is type(value)
+
+
+def test_most_schemaless_values_skip_the_conversion_and_keep_their_value():
+    columns = {"id": parse_type("Int64"), "name": parse_type("String"), "price": parse_type("Decimal(10, 2)")}
+    value = orjson.dumps({"op": "c", "before": None, "after": {"id": 7, "name": "Lamp", "price": "18.50"},
+                          "source": {"connector": "postgresql", "name": "pg", "table": "products", "ts_ms": 1,
+                                     "lsn": 5}})
+    change = decode(None, value, columns=columns)
+    assert change.after == {"id": 7, "name": "Lamp", "price": "18.50"}
+    for after, expected in (({"id": 7, "name": "Lämp", "price": "18.5"}, {"id": 7, "name": "Lämp", "price": "18.50"}),
+                            ({"id": True, "name": "x", "price": "-0.00"}, {"id": 1, "name": "x", "price": "0.00"})):
+        value = orjson.dumps({"op": "c", "before": None, "after": after, "source": {
+            "connector": "postgresql", "name": "pg", "table": "products", "ts_ms": 1, "lsn": 5}})
+        assert decode(None, value, columns=columns).after == expected
