@@ -2,11 +2,13 @@
 
 The agent reads with acks off, hands each row to the pure ``Sink`` (buffer, flush policy, retries;
 ``cdcapp.sink``) with its event as the token, and flushes when the policy says so, checked on
-every row and by a timer. ``Sink`` acknowledges the events only after their inserts returned.
+every row and when the oldest buffered row is due. ``Sink`` acknowledges the events only after
+their inserts returned.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -108,11 +110,16 @@ def register(app: faust.App, topics: Topics, sink: EventSink, acks: StreamAcks, 
             if sink.due():
                 _observe(sink, await sink.flush())
 
-    @app.timer(interval=check_interval_s, name="cdcapp.sink.flush-timer")
+    @app.task
     async def flush_when_old() -> None:
-        SINK_BUFFERED.set(len(sink.buffer))
-        if sink.due():
-            _observe(sink, await sink.flush())
+        # Wakes when the oldest row is due, not at the next tick of a fixed timer: a row waits the
+        # policy's age, not up to a tick more. Empty, it looks again every check_interval_s.
+        while True:
+            wait = sink.seconds_until_due()
+            await asyncio.sleep(check_interval_s if wait is None else min(wait, check_interval_s))
+            SINK_BUFFERED.set(len(sink.buffer))
+            if sink.due():
+                _observe(sink, await sink.flush())
 
     @app.task
     async def connect_clickhouse() -> None:

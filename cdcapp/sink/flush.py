@@ -85,6 +85,9 @@ class Sink(Generic[Token]):
     def due(self) -> bool:
         return self.policy.due(self.clock())
 
+    def seconds_until_due(self) -> float | None:
+        return self.policy.seconds_until_due(self.clock())
+
     async def flush(self) -> Flushed[Token] | None:
         async with self.lock:
             if not self.buffer.tokens:

@@ -22,6 +22,14 @@ class FlushPolicy:
             return False
         return self.rows >= self.max_rows or now - (self.oldest_at or now) >= self.max_age_s
 
+    def seconds_until_due(self, now: float) -> float | None:
+        """How long until ``due`` (0: now); None while nothing is buffered."""
+        if self.rows == 0:
+            return None
+        if self.rows >= self.max_rows:
+            return 0.0
+        return max(0.0, (self.oldest_at if self.oldest_at is not None else now) + self.max_age_s - now)
+
     def flushed(self) -> None:
         self.rows = 0
         self.oldest_at = None

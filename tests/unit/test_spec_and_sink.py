@@ -87,13 +87,16 @@ def test_ddl_uses_replacing_merge_tree_keyed_by_source_and_key_and_current_views
 
 def test_flush_policy_by_size_and_by_age() -> None:
     policy = FlushPolicy(max_rows=3, max_age_s=0.5)
-    assert not policy.due(now=100.0)
+    assert not policy.due(now=100.0) and policy.seconds_until_due(now=100.0) is None
     policy.added(2, now=100.0)
     assert not policy.due(now=100.4)
-    assert policy.due(now=100.5)
+    assert policy.seconds_until_due(now=100.1) == pytest.approx(0.4), "the oldest row's age decides"
+    policy.added(0, now=100.3)
+    assert policy.seconds_until_due(now=100.3) == pytest.approx(0.2)
+    assert policy.due(now=100.5) and policy.seconds_until_due(now=100.6) == 0.0
     policy.flushed()
     policy.added(3, now=200.0)
-    assert policy.due(now=200.0)
+    assert policy.due(now=200.0) and policy.seconds_until_due(now=200.0) == 0.0
 
 
 @pytest.mark.parametrize("url, expected", [
