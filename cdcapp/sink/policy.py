@@ -18,9 +18,7 @@ class FlushPolicy:
         self.rows += count
 
     def due(self, now: float) -> bool:
-        if self.rows == 0:
-            return False
-        return self.rows >= self.max_rows or now - (self.oldest_at or now) >= self.max_age_s
+        return self.seconds_until_due(now) == 0.0
 
     def seconds_until_due(self, now: float) -> float | None:
         """How long until ``due`` (0: now); None while nothing is buffered."""
