@@ -68,13 +68,19 @@ class WorkerProcess:
         """The sum of a metric's samples over all labels."""
         return sum(value for _, value in self.metric_samples(name))
 
-    def cpu_seconds(self) -> float | None:
-        """CPU time the worker process has used so far, user and system, all threads."""
+    def _proc(self, name: str) -> str | None:
+        """The worker process's ``/proc/<pid>/<name>``, or None when it is gone."""
         if self.process is None:
             return None
         try:
-            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+            return Path(f"/proc/{self.process.pid}/{name}").read_text()
         except OSError:
+            return None
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time the worker process has used so far, user and system, all threads."""
+        stat = self._proc("stat")
+        if stat is None:
             return None
         # Fields after the command name, which may hold spaces: utime and stime are the 12th and 13th.
         fields = stat.rsplit(")", 1)[1].split()
@@ -82,11 +88,8 @@ class WorkerProcess:
 
     def peak_rss_bytes(self) -> int | None:
         """The worker process's peak resident set size so far (Linux ``VmHWM``)."""
-        if self.process is None:
-            return None
-        try:
-            status = Path(f"/proc/{self.process.pid}/status").read_text()
-        except OSError:
+        status = self._proc("status")
+        if status is None:
             return None
         for line in status.splitlines():
             if line.startswith("VmHWM:"):
