@@ -106,10 +106,10 @@ _typed_cache: dict[tuple[int, int, bool], tuple[Converters, Mapping[str, ColumnT
 
 def _to_canonical(read: Converter | None, column_type: ColumnType, schemaless: bool) -> Converter:
     canonical = column_type.canonical
-    if schemaless:
+    as_is = column_type.already_canonical() if schemaless else None
+    if as_is is not None:
         # Most schemaless values are canonical as JSON gives them; the hint readers would read
         # each of these as itself (a decimal string as that literal), so they are kept unread.
-        as_is = column_type.already_canonical()
         if read is None:
             return lambda value: value if as_is(value) else canonical(value)
         return lambda value: value if as_is(value) else canonical(read(value))

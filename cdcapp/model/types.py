@@ -72,10 +72,11 @@ class ColumnType:
         except (ValueError, TypeError, InvalidOperation, OverflowError) as exc:
             raise ValueTypeError(f"{value!r} is not a valid {self.name}: {exc}") from None
 
-    def already_canonical(self) -> Callable[[Any], bool]:
+    def already_canonical(self) -> Callable[[Any], bool] | None:
         """A cheap test that holds only for values ``canonical`` returns unchanged (ints in range,
         ASCII strings, floats, decimal strings in canonical form), so that the decoder can skip
-        the conversion for most values; it may say no to a canonical value."""
+        the conversion for most values; it may say no to a canonical value. None for the types
+        without one (dates and times always convert)."""
         if self.kind == "int":
             low, high = self.low, self.high
             return lambda value: value.__class__ is int and low <= value <= high
@@ -86,7 +87,7 @@ class ColumnType:
         if self.kind == "decimal":
             literal = _canonical_decimal_pattern(self.precision, self.scale).fullmatch
             return lambda value: value.__class__ is str and literal(value) is not None
-        return lambda value: False
+        return None
 
     def computed(self, value: Any) -> Any:
         """A computed value (a measure, or the ground truth's SQL, which may compute in floats) ->
