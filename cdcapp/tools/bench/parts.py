@@ -370,6 +370,13 @@ def hop_summary(markers: Markers, traced: dict[str, dict[str, float]]) -> dict[s
         "slowest_1pct_mean_s": round(statistics.mean(w[i] for w in tail), 3)} for i, step in enumerate(steps)}}
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU time of the whole machine so far, in clock ticks (``/proc/stat``)."""
+    ticks = [float(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    # idle and iowait are the 4th and 5th; guest time is already counted in user and nice
+    return sum(ticks[:8]) - ticks[3] - ticks[4], sum(ticks[:8])
+
+
 def _percentile(values: list[float], q: float) -> float | None:
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3) if ordered else None
@@ -418,11 +425,14 @@ def freshness(drained: Drained, rates: list[float], duration_s: float, echo: Ech
         trace.start()
         tap.start()
         markers.tapping.wait(60)
+        cpu_before, machine_before = drained.worker.cpu_seconds() or 0.0, machine_cpu()
         writer.start()
         time.sleep(1.0)  # the generator has read its live ids: the marker rows stay out of its picks
         marker_writer.start()
         watcher.start()
         writer.join()
+        cpu = (drained.worker.cpu_seconds() or 0.0) - cpu_before
+        busy, total = (after - before for after, before in zip(machine_cpu(), machine_before))
         marker_writer.join()
         watcher.join()
         tap.join()
@@ -435,13 +445,17 @@ def freshness(drained: Drained, rates: list[float], duration_s: float, echo: Ech
             "markers": len(markers.committed), "markers_seen": len(lat), **_latency_summary(lat, len(markers.committed)),
             # where the time goes: commit -> Connect's send, and the same percentiles of the whole
             "debezium_p50_s": _percentile(debezium, 0.5), "debezium_p99_s": _percentile(debezium, 0.99),
+            # what the tail queues behind: the worker's CPU per change and how busy the whole machine was
+            "worker_cpu_us_per_change": round(cpu / changes * 1e6, 1), "machine_busy": round(busy / total, 3),
             "hops": hop_summary(markers, trace.read()),
         }
         echo(f"freshness at {rate:,.0f}/s (achieved {result['achieved_rate']:,.0f}/s): p50 {result['p50_s']}s, "
              f"p99 {result['p99_s']}s, {len(lat)}/{len(markers.committed)} markers seen, "
              f"{'flat' if result['flat'] else 'GROWING'} "
              f"({result['first_third_p50_s']}s -> {result['last_third_p50_s']}s); "
-             f"commit -> Debezium's send p50 {result['debezium_p50_s']}s, p99 {result['debezium_p99_s']}s")
+             f"commit -> Debezium's send p50 {result['debezium_p50_s']}s, p99 {result['debezium_p99_s']}s; "
+             f"{result['worker_cpu_us_per_change']:.0f} µs of worker CPU per change, machine "
+             f"{result['machine_busy']:.0%} busy")
         for step, times in result["hops"].items():
             if step != "traced":
                 echo(f"  {step:22} p50 {times['p50_s']}s  p99 {times['p99_s']}s  "

@@ -89,7 +89,8 @@ def summary(report: dict[str, Any]) -> Table:
         table.add_row(f"freshness at {fresh['target_rate']:,.0f}/s",
                       f"p50 {fresh['p50_s']}s p99 {fresh['p99_s']}s (achieved {fresh['achieved_rate']:,.0f}/s, "
                       f"{'flat' if fresh['flat'] else 'growing'}; Debezium's share p50 {fresh['debezium_p50_s']}s "
-                      f"p99 {fresh['debezium_p99_s']}s)")
+                      f"p99 {fresh['debezium_p99_s']}s; {fresh['worker_cpu_us_per_change']:.0f} µs of worker CPU "
+                      f"per change, machine {fresh['machine_busy']:.0%} busy)")
     load = report.get("initial_load")
     if load:
         table.add_row("initial load: rows/s", f"{load['rate']:,.0f} ({load['rows']:,} rows, "
