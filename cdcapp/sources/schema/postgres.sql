@@ -38,6 +38,12 @@ CREATE TABLE IF NOT EXISTS order_items (
     price       NUMERIC(12,2) NOT NULL
 );
 
+-- PostgreSQL does not index a foreign key's column by itself (InnoDB does): without these,
+-- every lookup of an order's items, every parent delete and every FK check scans the child table.
+CREATE INDEX IF NOT EXISTS orders_customer_id ON orders (customer_id);
+CREATE INDEX IF NOT EXISTS order_items_order_id ON order_items (order_id);
+CREATE INDEX IF NOT EXISTS order_items_product_id ON order_items (product_id);
+
 -- Debezium's signalling table (`cdcapp backfill`): a row asks the connector for an incremental
 -- snapshot, and the connector writes its snapshot-window watermarks here. It is captured (it
 -- must be in the publication for the watermarks to come back through the stream), but its
