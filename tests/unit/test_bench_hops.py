@@ -1,9 +1,11 @@
-"""The bench's timings: a freshness marker's time broken into hops, and where a drain ends."""
+"""The bench's timings: a freshness marker's time broken into hops, where a drain ends, and how
+busy the machine was."""
 
+import os
 import time
 from types import SimpleNamespace
 
-from cdcapp.tools.bench.parts import HOPS, Markers, hop_summary, last_insert
+from cdcapp.tools.bench.parts import HOPS, Markers, hop_summary, last_insert, machine_cpu
 
 
 def test_each_step_is_the_time_between_consecutive_hops_and_untraced_markers_are_left_out() -> None:
@@ -34,3 +36,13 @@ def test_a_drain_ends_at_the_workers_last_insert_not_when_its_commit_is_seen() -
     assert 2.9 < caught_up - last_insert(inserted_3s_before, caught_up) < 3.1  # type: ignore[arg-type]
     never_inserted = SimpleNamespace(metric_total=lambda name: 0.0)
     assert last_insert(never_inserted, caught_up) == caught_up  # type: ignore[arg-type]
+
+
+def test_machine_busy_is_a_share_of_the_machines_time_that_grows_with_work() -> None:
+    busy_before, total_before = machine_cpu()
+    deadline = time.process_time() + 0.2
+    while time.process_time() < deadline:  # 0.2 s of this process's CPU, counted in the busy time
+        pass
+    busy, total = machine_cpu()
+    assert 0 < busy - busy_before <= total - total_before
+    assert busy - busy_before >= 0.15 * os.sysconf("SC_CLK_TCK")
