@@ -1,8 +1,11 @@
 """The Faust application, built from settings and a spec by ``create_app``.
 
-    <source>.<table>  --ingest-->  <prefix>.stage  --join (tables)-->  <prefix>.sink  --> ClickHouse
-                         \\               ^     |                                 \\
-                          `--> <prefix>.dlq `-sub/info between stages              `--> <prefix>.dlq
+    <source>.<table> --.
+                        >--> ingest + join (tables) --> <prefix>.sink --> sink --> ClickHouse
+    <prefix>.stage -----'          |
+          ^------------------------'  sub / info between stages, and the changes of keys
+                                      whose partition another worker joins
+    (anything that cannot be processed --> <prefix>.dlq)
 
 See docs/architecture.md for the design.
 """
@@ -120,8 +123,8 @@ def create_app(settings: Settings, spec: Spec | None = None) -> CdcApp:
     acks = sink.StreamAcks()
     event_sink, clickhouse = sink.build_sink(settings, spec, acks, topics)
     schema = SchemaSync(spec, settings, clickhouse, event_sink.buffer.shapes)
-    ingest.register(app, spec, topics, settings.partitions, linger_s, epochs, schema)
-    stage_tables = stage.register(app, spec, topics, settings.partitions, linger_s)
+    stage_tables = stage.register(app, spec, topics, settings.partitions, linger_s,
+                                  ingest.Ingest(spec, topics, epochs, schema))
     sink.register(app, topics, event_sink, acks, clickhouse, schema,
                   check_interval_s=min(0.1, settings.flush_interval_ms / 4000))
     app.pipeline = Pipeline(settings, spec, topics, stage_tables, event_sink, clickhouse, epochs)

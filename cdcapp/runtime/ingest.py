@@ -1,45 +1,31 @@
-"""Stage 1, the ingest agent: Debezium topics -> the stage topic, keyed for partition-local joins.
+"""Ingest: Debezium records -> ``chg`` stage messages, inside the stage agent (``runtime.stage``).
 
-One agent reads every entity's source topic. Each change is decoded and shaped
-(``cdcapp.debezium.shape``) into a ``chg`` message for its entity key, and the messages of a batch
-of events, whatever their entities, go to the stage topic as one record per partition. Tombstones
-carry nothing the ``d`` event before them did not, so they are counted and skipped; anything
-undecodable goes to the dead-letter topic.
+Each change is decoded and shaped (``cdcapp.debezium.shape``) into a ``chg`` message for its
+entity key. The stage agent applies it at once when this worker holds the key's stage partition,
+and otherwise sends it to the stage topic, to the worker that does. Tombstones carry nothing the
+``d`` event before them did not, so they are counted and skipped; anything undecodable goes to
+the dead-letter topic.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from typing import Any
 
 import faust
 
 from cdcapp.debezium.decode import Change, DecodeError
 from cdcapp.debezium.epochs import Epochs
 from cdcapp.debezium.shape import ChangeShaper
-from cdcapp.model.messages import partition_of
+from cdcapp.model.messages import Message
 from cdcapp.model.spec import Spec
-from cdcapp.runtime.batching import each_batch
 from cdcapp.runtime.dlq import send_dead_letter
-from cdcapp.runtime.metrics import BATCH_EVENTS, SCHEMA_MISSING, SOURCE_EVENTS
-from cdcapp.runtime.outbox import Outbox
+from cdcapp.runtime.metrics import SCHEMA_MISSING, SOURCE_EVENTS
 from cdcapp.runtime.schema import SchemaSync
 from cdcapp.runtime.topics import Topics
 
 log = logging.getLogger(__name__)
-
-#: events per batch; each event is a fetched run of up to ``broker_max_poll_records`` source records
-MAX_EVENTS = 8
-
-
-def register(app: faust.App, spec: Spec, topics: Topics, partitions: int, linger_s: float, epochs: Epochs,
-             schema: SchemaSync) -> None:
-    shapers = {}
-    for entity in spec.entities:
-        shaper = ChangeShaper(spec, entity)
-        shaper.on_missing = SCHEMA_MISSING.labels
-        shapers[topics.sources[entity]] = shaper
-    _register(app, topics, shapers, partitions, linger_s, epochs, schema)
 
 
 async def decode_synced(shaper: ChangeShaper, schema: SchemaSync, key: bytes | None,
@@ -68,39 +54,37 @@ async def decode_synced(shaper: ChangeShaper, schema: SchemaSync, key: bytes | N
     return change
 
 
-def _register(app: faust.App, topics: Topics, shapers: dict[str, ChangeShaper], partitions: int,
-              linger_s: float, epochs: Epochs, schema: SchemaSync) -> None:
-    stage_topic = topics.stage_name
-    # source topic -> its shaper, and the counter of each op of its entity
-    ops = ("c", "u", "d", "r", "tombstone")
-    by_topic = {topic: (shaper, {op: SOURCE_EVENTS.labels(shaper.entity, op) for op in ops})
-                for topic, shaper in shapers.items()}
-    batch_events = BATCH_EVENTS.labels("ingest")
+class Ingest:
+    """The stage messages of the source records an event carries, one source topic per entity."""
 
-    async def handle(events: list[faust.EventT]) -> None:
-        batch_events.observe(len(events))
-        outbox = Outbox(app.producer)
-        for event in events:
-            shaper, counts = by_topic[event.message.topic]
-            # The fetch loop delivers a run of source records as one message (runtime/faust/bulk.py).
-            for record in getattr(event.message, "records", None) or (event.message,):
-                try:
-                    change = await decode_synced(shaper, schema, record.key, record.value)
-                    if change is None:
-                        counts["tombstone"].inc()
-                        continue
-                    if epochs:
-                        change = replace(change, position=epochs.position(
-                            change.source, record.topic, record.partition, record.offset, change.position))
-                    message = shaper.shape(change)
-                except DecodeError as exc:
-                    await send_dead_letter(topics.dlq, record, "ingest", exc)
+    def __init__(self, spec: Spec, topics: Topics, epochs: Epochs, schema: SchemaSync) -> None:
+        self.dlq, self.epochs, self.schema = topics.dlq, epochs, schema
+        ops = ("c", "u", "d", "r", "tombstone")
+        #: source topic -> its entity's shaper, and the counter of each op
+        self.by_topic: dict[str, tuple[ChangeShaper, dict[str, Any]]] = {}
+        for entity in spec.entities:
+            shaper = ChangeShaper(spec, entity)
+            shaper.on_missing = SCHEMA_MISSING.labels
+            self.by_topic[topics.sources[entity]] = (shaper, {op: SOURCE_EVENTS.labels(entity, op) for op in ops})
+
+    async def messages(self, event: faust.EventT) -> list[Message]:
+        shaper, counts = self.by_topic[event.message.topic]
+        epochs, out = self.epochs, []
+        # The fetch loop delivers a run of source records as one message (runtime/faust/bulk.py).
+        for record in getattr(event.message, "records", None) or (event.message,):
+            try:
+                change = await decode_synced(shaper, self.schema, record.key, record.value)
+                if change is None:
+                    counts["tombstone"].inc()
                     continue
-                counts[change.op].inc()
-                message["e"] = shaper.entity
-                await outbox.add(stage_topic, partition_of(message["k"], partitions), message)
-        await outbox.flush()
-
-    @app.agent(topics.source, name="cdcapp.ingest")
-    async def ingest(stream: faust.StreamT) -> None:
-        await each_batch(stream, handle, MAX_EVENTS, linger_s)
+                if epochs:
+                    change = replace(change, position=epochs.position(
+                        change.source, record.topic, record.partition, record.offset, change.position))
+                message = shaper.shape(change)
+            except DecodeError as exc:
+                await send_dead_letter(self.dlq, record, "ingest", exc)
+                continue
+            counts[change.op].inc()
+            message["e"] = shaper.entity
+            out.append(message)
+        return out

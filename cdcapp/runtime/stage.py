@@ -1,17 +1,25 @@
-"""Stage 2, the join agent: one agent reads the stage topic and runs each entity's ``EntityStage``
-over that entity's tables.
+"""The join agent: one agent reads every Debezium topic and the stage topic, and runs each
+entity's ``EntityStage`` over that entity's tables.
 
-A batch of records (``batching.each_batch``) is decoded, its messages gathered per entity (``e``)
-and partition and applied with ``apply_batch`` against that partition's tables
+A batch of records (``batching.each_batch``) is decoded - source records into ``chg`` messages
+(``runtime.ingest``), stage records into the messages they carry - and its messages gathered per
+partition and entity (``e``) and applied with ``apply_batch`` against that partition's tables
 (``tables.PartitionStore``); then the table writes go to the changelogs, the outputs (messages to
 the stages, sink rows, the expansion of every broadcast over its subscription entries) go out as
 batch records (``outbox.Outbox``), and only then are the records acknowledged.
+
+A change is joined in the batch that reads it when this worker holds its key's stage partition
+(always, with one worker), and is sent to the stage topic for the worker that does otherwise: a
+hop and a record less per change (docs/performance.md). The two ways cannot reorder one key's
+changes into a wrong state: a change older than its state's position is dropped
+(``engine.own_change_outcome``), and every change carries the whole row.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from types import SimpleNamespace
 
 import faust
 
@@ -22,6 +30,7 @@ from cdcapp.model.messages import BadMessage, Message, decode_stage_batch, encod
 from cdcapp.model.spec import Spec
 from cdcapp.runtime.batching import each_batch
 from cdcapp.runtime.dlq import send_dead_letter
+from cdcapp.runtime.ingest import Ingest
 from cdcapp.runtime.metrics import BATCH_EVENTS, EVENTS, STALE_CHANGES
 from cdcapp.runtime import pending
 from cdcapp.runtime.outbox import Outbox
@@ -31,14 +40,16 @@ from cdcapp.runtime.topics import Topics
 
 log = logging.getLogger(__name__)
 
-#: records per batch (a record holds up to 2,000 messages): enough to share per-batch costs, few
-#: enough to bound memory and to answer a rebalance soon
+#: records per batch (a stage record holds up to 2,000 messages, a source event a run of up to
+#: ``broker_max_poll_records`` records): enough to share per-batch costs, few enough to bound
+#: memory and to answer a rebalance soon
 MAX_EVENTS = 32
 #: children per info message of a broadcast
 CHUNK = 1000
 
 
-def register(app: faust.App, spec: Spec, topics: Topics, partitions: int, linger_s: float) -> dict[str, StageTables]:
+def register(app: faust.App, spec: Spec, topics: Topics, partitions: int, linger_s: float,
+             ingest: Ingest) -> dict[str, StageTables]:
     tables = {}
     stages = {}
     trackers = {}
@@ -46,52 +57,71 @@ def register(app: faust.App, spec: Spec, topics: Topics, partitions: int, linger
         tables[entity] = StageTables(app, entity, partitions)
         stages[entity] = EntityStage(entity_plan)
         trackers[entity] = PendingJoins(stages[entity], tables[entity], partitions)
-    _register(app, topics, stages, tables, trackers, partitions, linger_s)
+    _register(app, topics, ingest, stages, tables, trackers, partitions, linger_s)
     pending.register(app, trackers, topics.stage_name)
     return tables
 
 
-def _register(app: faust.App, topics: Topics, stages: dict[str, EntityStage], tables: dict[str, StageTables],
-              trackers: dict[str, PendingJoins], partitions: int, linger_s: float) -> None:
+def _register(app: faust.App, topics: Topics, ingest: Ingest, stages: dict[str, EntityStage],
+              tables: dict[str, StageTables], trackers: dict[str, PendingJoins], partitions: int,
+              linger_s: float) -> None:
     def partition_for(key: str) -> int:
         return partition_of(key, partitions)
 
+    stage_name = topics.stage_name
     batch_events = BATCH_EVENTS.labels("stage")
 
     async def handle(events: list[faust.EventT]) -> None:
         batch_events.observe(len(events))
+        # The stage partitions whose tables this worker holds; a rebalance waits for the batch's acks.
+        held = {tp.partition for tp in app.consumer.assignment() if tp.topic == stage_name}
+        outbox = Outbox(app.producer)
         # partition -> entity -> the records' messages for it, in order
         gathered: dict[int, dict[str, list[Message]]] = {}
         received: dict[int, list[tuple[faust.EventT, list[Message]]]] = {}
         for event in events:
+            if event.message.topic != stage_name:
+                joined_here: dict[int, list[Message]] = {}
+                for message in await ingest.messages(event):
+                    partition = partition_for(message["k"])
+                    if partition in held:
+                        joined_here.setdefault(partition, []).append(message)
+                    else:
+                        await outbox.add(stage_name, partition, message)
+                for partition, batch in joined_here.items():
+                    await gather(event, partition, batch, gathered, received)
+                continue
             try:
                 batch = decode_stage_batch(event.value)
             except BadMessage as exc:
                 await send_dead_letter(topics.dlq, event.message, "stage", exc)
                 continue
-            partition = event.message.partition
-            received.setdefault(partition, []).append((event, batch))
-            per_entity = gathered.setdefault(partition, {})
-            strays = []
-            for message in batch:
-                entity = message.get("e") if message.__class__ is dict else None
-                messages = per_entity.get(entity)
-                if messages is None:
-                    if entity not in stages:
-                        strays.append(message)
-                        continue
-                    messages = per_entity[entity] = []
-                messages.append(message)
-            if strays:
-                await send_dead_letter(topics.dlq, event.message, "stage", "stage messages for no entity of the "
-                                       f"spec ({', '.join(sorted(stages))})", value=encode_batch(strays))
-        outbox = Outbox(app.producer)
+            await gather(event, event.message.partition, batch, gathered, received)
         for partition, per_entity in gathered.items():
             for entity, batch in per_entity.items():
                 await _apply(entity, partition, batch, received[partition], outbox)
         for entity_tables in tables.values():
             await entity_tables.flush(app.producer)
         await outbox.flush()
+
+    async def gather(event: faust.EventT, partition: int, batch: list[Message],
+                     gathered: dict[int, dict[str, list[Message]]],
+                     received: dict[int, list[tuple[faust.EventT, list[Message]]]]) -> None:
+        received.setdefault(partition, []).append((event, batch))
+        per_entity = gathered.setdefault(partition, {})
+        strays = []
+        for message in batch:
+            entity = message.get("e") if message.__class__ is dict else None
+            messages = per_entity.get(entity)
+            if messages is None:
+                if entity not in stages:
+                    strays.append(message)
+                    continue
+                messages = per_entity[entity] = []
+            messages.append(message)
+        if strays:
+            await send_dead_letter(topics.dlq, event.message, "stage", "stage messages for no entity of the "
+                                   f"spec ({', '.join(sorted(stages))})", value=encode_batch(strays))
 
     async def _apply(entity: str, partition: int, batch: list[Message],
                      records: list[tuple[faust.EventT, list[Message]]], outbox: Outbox) -> None:
@@ -100,7 +130,13 @@ def _register(app: faust.App, topics: Topics, stages: dict[str, EntityStage], ta
         trackers[entity].update(partition, result.waiting, time.time())
         for key, group, exc in result.failed:
             event = next(e for e, messages in records if any(m is group[0] for m in messages))
-            await send_dead_letter(topics.dlq, event.message, f"stage.{entity}",
+            where = event.message
+            if where.topic != stage_name:
+                # Joined straight from its source record: the letter holds stage messages, whose
+                # place is the key's stage partition.
+                where = SimpleNamespace(topic=stage_name, partition=partition, offset=None, key=key.encode(),
+                                        value=None, headers=getattr(where, "headers", None))
+            await send_dead_letter(topics.dlq, where, f"stage.{entity}",
                                    f"{type(exc).__name__}: {exc} (key {key})", value=encode_batch(group))
         for (kind, outcome), count in result.outcomes.items():
             EVENTS.labels(entity, kind, outcome).inc(count)
@@ -108,15 +144,15 @@ def _register(app: faust.App, topics: Topics, stages: dict[str, EntityStage], ta
             count_stale(entity, key, pos, state_pos)
         for send in result.sends:
             send.message["e"] = send.entity
-            await outbox.add(topics.stage_name, partition_for(send.key), send.message)
+            await outbox.add(stage_name, partition_for(send.key), send.message)
         for row in result.rows:
             await outbox.add(topics.sink_name, partition_for(row.sink_key), row.encode())
         for broadcast in result.broadcasts:
             for send in expand(broadcast, store, partition_for, CHUNK):
                 send.message["e"] = send.entity
-                await outbox.add(topics.stage_name, partition_for(send.key), send.message, len(send.message["k"]))
+                await outbox.add(stage_name, partition_for(send.key), send.message, len(send.message["k"]))
 
-    @app.agent(topics.stage, name="cdcapp.stage")
+    @app.agent(topics.stage_input, name="cdcapp.stage")
     async def join(stream: faust.StreamT) -> None:
         await each_batch(stream, handle, MAX_EVENTS, linger_s)
 

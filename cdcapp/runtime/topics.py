@@ -12,6 +12,8 @@ topic                              key          value
 changelog                          child
 =================================  ===========  ==============================================
 
+The stage agent reads the Debezium topics and the stage topic: a change whose key's stage
+partition this worker holds is joined at once, the others go to the stage topic (``runtime.stage``).
 Every message about one key - whoever sends it - goes to the key's partition
 (``cdcapp.model.messages.partition_of``), and the stage's tables (partitioned like the stage topic)
 hold the key's state there. All entities share one stage topic, each message naming its entity
@@ -49,10 +51,11 @@ def _raw_topic(app: faust.App, partitions: int, *names: str) -> faust.TopicT:
 class Topics:
     app: faust.App
     sources: dict[str, str]  # entity -> Debezium topic
-    source: faust.TopicT  # every Debezium topic, read by the one ingest agent
+    source: faust.TopicT  # every Debezium topic
     stage: faust.TopicT
     sink: faust.TopicT
     dlq: faust.TopicT
+    stage_input: faust.TopicT  # every Debezium topic and the stage topic: what the stage agent reads
 
     def __post_init__(self) -> None:
         self.stage_name = self.stage.get_topic_name()
@@ -69,6 +72,7 @@ class Topics:
             stage=_raw_topic(app, partitions, stage_topic(prefix)),
             sink=_raw_topic(app, partitions, sink_topic(prefix)),
             dlq=_raw_topic(app, partitions, dlq_topic(prefix)),
+            stage_input=_raw_topic(app, partitions, *sources.values(), stage_topic(prefix)),
         )
 
     def all_declared(self) -> list[faust.TopicT]:

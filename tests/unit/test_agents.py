@@ -1,4 +1,5 @@
-"""The Faust agents in test contexts: ingest -> stage batch records, and a stage over its tables.
+"""The Faust agents in test contexts: the stage agent over source records (joined here, or sent on
+to the stage partition another worker holds) and over stage records, with its tables.
 
 Everything the agents hand to the producer (batch records and changelog writes) is captured at
 the app's producer; the end-to-end tests cover Kafka.
@@ -8,12 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import Any
 from unittest.mock import patch
 
 import orjson
 import pytest
+
+from faust.types import TP
 
 from cdcapp.model.messages import change, partition_of, subscription
 from cdcapp.runtime.app import CdcApp
@@ -59,9 +64,16 @@ class Captured:
         raise AssertionError("the agent sent nothing")
 
 
+def hold(cdc_app: CdcApp, monkeypatch: pytest.MonkeyPatch, *partitions: int) -> None:
+    """The stage partitions this worker holds, as its consumer's assignment."""
+    stage = cdc_app.pipeline.topics.stage_name
+    monkeypatch.setattr(cdc_app.consumer, "assignment", lambda: {TP(stage, p) for p in partitions})
+
+
 @pytest.fixture()
 def captured(cdc_app: CdcApp, monkeypatch: pytest.MonkeyPatch) -> Captured:
     capture = Captured(cdc_app, monkeypatch)
+    hold(cdc_app, monkeypatch, *range(PARTITIONS))  # one worker
     cdc_app.flow_control.resume()
     return capture
 
@@ -79,27 +91,51 @@ CUSTOMER = {"id": 7, "email": "a@b", "name": "Ann", "country": "FR", "city": "Ly
 ROW = {**CUSTOMER, "created_at": "2024-01-01 00:00:00"}
 
 
+@asynccontextmanager
+async def stage_agent(cdc_app: CdcApp) -> AsyncIterator[Any]:
+    """The stage agent's test context, whose ``put`` is a record on the stage topic: the agent reads
+    every source topic and the stage topic, and Faust's test context names a message's topic only
+    for an agent of one topic."""
+    async with cdc_app.agents["cdcapp.stage"].test_context() as context:
+        with patch.object(context, "_get_strtopic", lambda _channel: cdc_app.pipeline.topics.stage_name):
+            yield context
+
+
 async def put_source(cdc_app: CdcApp, context: Any, entity: str, key: bytes, value: bytes | None) -> None:
-    """A record on the entity's source topic, for the ingest agent that reads every source topic
-    (Faust's test context names a message's topic only for an agent of one topic)."""
+    """A record on the entity's source topic."""
     topic = cdc_app.pipeline.topics.sources[entity]
     with patch.object(context, "_get_strtopic", lambda _channel: topic):
         await context.put(key=key, value=value)
 
 
-async def test_ingest_sends_a_batch_record_to_the_keys_stage_partition(cdc_app: CdcApp, captured: Captured) -> None:
-    agent = cdc_app.agents["cdcapp.ingest"]
-    async with agent.test_context() as context:
+async def test_a_change_whose_partition_another_worker_holds_goes_to_that_stage_partition(
+        cdc_app: CdcApp, captured: Captured, monkeypatch: pytest.MonkeyPatch) -> None:
+    partition = partition_of("postgres|7", PARTITIONS)
+    hold(cdc_app, monkeypatch, *(p for p in range(PARTITIONS) if p != partition))
+    async with stage_agent(cdc_app) as context:
         await put_source(cdc_app, context, "customers", b'{"id":7}', debezium_customer("c", CUSTOMER, 4242))
         await captured.settled()
     assert captured.records("cdcapp.stage") == [
-        (partition_of("postgres|7", PARTITIONS),
-         [change("postgres|7", "c", ROW, 4242, 1_700_000_000_000) | {"e": "customers"}])]
+        (partition, [change("postgres|7", "c", ROW, 4242, 1_700_000_000_000) | {"e": "customers"}])]
+    assert captured.records("cdcapp.sink") == [], "joined by the worker that holds the partition"
+
+
+async def test_a_change_whose_partition_this_worker_holds_is_joined_at_once(
+        cdc_app: CdcApp, captured: Captured, monkeypatch: pytest.MonkeyPatch) -> None:
+    partition = partition_of("postgres|70", PARTITIONS)
+    hold(cdc_app, monkeypatch, partition)
+    async with stage_agent(cdc_app) as context:
+        await put_source(cdc_app, context, "customers", b'{"id":70}', debezium_customer("c", {**CUSTOMER, "id": 70}, 4242))
+        await captured.settled()
+    assert captured.records("cdcapp.stage") == []
+    (_, rows), = captured.records("cdcapp.sink")
+    assert [(table, key, row["city"], row["_version"]) for table, key, row, _ in rows] == [
+        ("dim_customer", "postgres|70", "Lyon", 4242)]
+    assert cdc_app.pipeline.stage_tables["customers"].store(partition).get("postgres|70")["pos"] == 4242
 
 
 async def test_ingest_skips_tombstones_and_dead_letters_garbage(cdc_app: CdcApp, captured: Captured) -> None:
-    agent = cdc_app.agents["cdcapp.ingest"]
-    async with agent.test_context() as context:
+    async with stage_agent(cdc_app) as context:
         await put_source(cdc_app, context, "customers", b'{"id":7}', None)
         await put_source(cdc_app, context, "customers", b'{"id":7}', b"{not json")
         await captured.settled()
@@ -120,9 +156,9 @@ def debezium_item(item_id: int, quantity: object, price: object) -> bytes:
 
 
 async def test_values_clickhouse_cannot_hold_are_dead_lettered_by_name_and_the_rest_flows(
-        cdc_app: CdcApp, captured: Captured) -> None:
-    agent = cdc_app.agents["cdcapp.ingest"]
-    async with agent.test_context() as context:
+        cdc_app: CdcApp, captured: Captured, monkeypatch: pytest.MonkeyPatch) -> None:
+    hold(cdc_app, monkeypatch)  # the valid change then goes to the stage topic, as it was decoded
+    async with stage_agent(cdc_app) as context:
         await put_source(cdc_app, context, "order_items", b'{"id":1}', debezium_item(1, 3_000_000_000, "1.00"))
         await put_source(cdc_app, context, "order_items", b'{"id":2}', debezium_item(2, 1, "12345678901.00"))  # 13 digits
         await put_source(cdc_app, context, "order_items", b'{"id":3}', debezium_item(3, 1, "1.005"))
@@ -150,9 +186,8 @@ def stage_record(entity: str, *messages: dict) -> bytes:
 
 async def test_stage_stores_state_emits_the_dimension_and_drops_stale_changes(
         cdc_app: CdcApp, captured: Captured) -> None:
-    agent = cdc_app.agents["cdcapp.stage"]
     partition = partition_of("postgres|7", PARTITIONS)
-    async with agent.test_context() as context:
+    async with stage_agent(cdc_app) as context:
         await context.put(value=stage_record("customers", change("postgres|7", "c", ROW, 10, 1)), partition=partition)
         await context.put(value=stage_record("customers", change("postgres|7", "u", {**ROW, "city": "Paris"}, 5, 1)),
                           partition=partition)
@@ -174,9 +209,8 @@ async def test_dropped_changes_are_counted_by_source_and_reason_and_a_rewind_is_
         return STALE_CHANGES.labels("postgres", "customers", reason)._value.get()
 
     before = dropped("older"), dropped("rewound")
-    agent = cdc_app.agents["cdcapp.stage"]
     partition = partition_of("postgres|8", PARTITIONS)
-    async with agent.test_context() as context:
+    async with stage_agent(cdc_app) as context:
         await context.put(value=stage_record("customers", change("postgres|8", "c", {**ROW, "id": 8}, 1000, 1),
                                              change("postgres|8", "u", {**ROW, "id": 8}, 900, 1),
                                              change("postgres|8", "u", {**ROW, "id": 8}, 3, 1)), partition=partition)
@@ -188,10 +222,9 @@ async def test_dropped_changes_are_counted_by_source_and_reason_and_a_rewind_is_
 
 
 async def test_a_subscription_is_answered_with_the_parents_projection(cdc_app: CdcApp, captured: Captured) -> None:
-    agent = cdc_app.agents["cdcapp.stage"]
     partition = partition_of("postgres|3", PARTITIONS)
     product = {"id": 3, "name": "Lamp", "category": "home", "price": "9.90", "created_at": "2024-01-01 00:00:00"}
-    async with agent.test_context() as context:
+    async with stage_agent(cdc_app) as context:
         await context.put(value=stage_record("products", change("postgres|3", "c", product, 1, 1)), partition=partition)
         await context.put(value=stage_record("products", subscription("sub", "postgres|3", "order_items", "product",
                                                           "postgres|11", 2)), partition=partition)
@@ -207,12 +240,11 @@ async def test_a_subscription_is_answered_with_the_parents_projection(cdc_app: C
 
 async def test_a_stage_message_for_no_entity_of_the_spec_is_dead_lettered_and_the_rest_of_its_record_flows(
         cdc_app: CdcApp, captured: Captured) -> None:
-    agent = cdc_app.agents["cdcapp.stage"]
     partition = partition_of("postgres|9", PARTITIONS)
     record = orjson.dumps([change("postgres|9", "c", {**ROW, "id": 9}, 10, 1) | {"e": "customers"},
                            change("postgres|9", "c", {"id": 9}, 10, 1) | {"e": "invoices"},
                            change("postgres|9", "c", {"id": 9}, 10, 1)])
-    async with agent.test_context() as context:
+    async with stage_agent(cdc_app) as context:
         await context.put(value=record, partition=partition)
         await captured.settled()
     (_, letter), = captured.records("cdcapp.dlq")

@@ -17,7 +17,7 @@ def test_each_step_is_the_time_between_consecutive_hops_and_untraced_markers_are
         markers.published[item] = start + 0.1
         for offset, hop in enumerate(HOPS[2:-1], start=2):
             traced[hop][f"bench1|{item}"] = start + 0.1 * offset + (1.0 if item == 99 and hop == "fact" else 0)
-        markers.seen[item] = start + 0.6 + (1.0 if item == 99 else 0)
+        markers.seen[item] = start + 0.5 + (1.0 if item == 99 else 0)
     markers.committed[100] = 2000.0  # never published: not traced end to end
 
     summary = hop_summary(markers, traced)

@@ -96,7 +96,7 @@ def _mib(value: int | None) -> float | None:
 
 
 def _batch_sizes(worker: WorkerProcess) -> dict[str, float]:
-    """Mean events per batch, per kind of agent (ingest: source runs; stage: batch records)."""
+    """Mean events per batch, per kind of agent (stage: source runs and stage records; sink: sink records)."""
     sums: dict[str, float] = {}
     counts: dict[str, float] = {}
     for name, into in (("cdcapp_batch_events_sum", sums), ("cdcapp_batch_events_count", counts)):
@@ -300,15 +300,15 @@ class Markers:
 
 
 #: a marker's way, each step timed by the first record that carries it (producer timestamps)
-HOPS = ("committed", "published", "ingested", "subscribed", "joined", "fact", "visible")
+HOPS = ("committed", "published", "subscribed", "joined", "fact", "visible")
 
 
 class HopTrace:
     """Where a marker's time goes: the pipeline's internal records read back after a run, from the
     offsets the run started at (reading them during the run would compete for the same cores).
 
-    - ``ingested``: the item's change on its stage topic (ingest's send);
-    - ``subscribed``: the later of its ``sub`` to the order and to the product (the item stage's);
+    - ``subscribed``: the later of its ``sub`` to the order and to the product (the item stage's, which
+      read the change from its source topic);
     - ``joined``: the later of the order's and the product's ``info`` back to it;
     - ``fact``: its ``fact_order`` row on the sink topic (the item stage's second pass)."""
 
@@ -326,13 +326,11 @@ class HopTrace:
         return asyncio.run(self._read())
 
     async def _read(self) -> dict[str, dict[str, float]]:
-        first: dict[str, dict] = {"ingested": {}, "subscribed": {}, "joined": {}, "fact": {}}
+        first: dict[str, dict] = {"subscribed": {}, "joined": {}, "fact": {}}
         async for record in read_topic(self.bootstrap, self.stage, self.since):
             at = record.timestamp / 1000
             for m in orjson.loads(record.value):
-                if m["t"] == "chg" and m["e"] == "order_items":
-                    first["ingested"].setdefault(m["k"], at)
-                elif m["t"] == "sub" and m["c"] == "order_items":
+                if m["t"] == "sub" and m["c"] == "order_items":
                     first["subscribed"].setdefault((m["ck"], m["e"]), at)
                 elif m["t"] == "info" and m["e"] == "order_items":
                     for child in m["k"]:
@@ -341,7 +339,7 @@ class HopTrace:
             for table, key, _, _ in orjson.loads(record.value):
                 if table == "fact_order":
                     first["fact"].setdefault(key, record.timestamp / 1000)
-        times: dict[str, dict[str, float]] = {"ingested": first["ingested"], "fact": first["fact"]}
+        times: dict[str, dict[str, float]] = {"fact": first["fact"]}
         for hop in ("subscribed", "joined"):
             latest: dict[str, float] = {}
             for (key, _), at in first[hop].items():
