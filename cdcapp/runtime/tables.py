@@ -18,11 +18,8 @@ from typing import Any
 
 import faust
 import orjson
-from faust import stores
 from faust.stores.rocksdb import Store as RocksDBStore
-from faust.types import TP, StoreT
-from rocksdict import WriteOptions
-from yarl import URL
+from faust.types import TP
 
 from cdcapp.join.engine import State
 
@@ -31,26 +28,6 @@ SEP = b"\x00"
 # Bounded per partition database: a worker holds several tables of several partitions, and
 # Faust's defaults (64 MiB write buffers, 3 of them, a 2 GiB block cache each) add up to gigabytes.
 ROCKSDB_OPTIONS = {"write_buffer_size": 4 << 20, "max_write_buffer_number": 2, "block_cache_size": 8 << 20}
-
-
-class ChangelogBackedStore(RocksDBStore):
-    """Faust's RocksDB store without RocksDB's write-ahead log.
-
-    The changelog is what makes a table durable; the local database is a cache of it that Faust
-    brings up to date from the persisted offset (kept in the same database) on every start. Its
-    write-ahead log was a ``write`` system call per put, about half of what a put cost the
-    worker's main thread at a steady rate (py-spy). Without it, a killed worker reopens the state
-    of its last memtable flush: a prefix of its writes, persisted offset included, so every write
-    that prefix lacks was sent to the changelog after that offset and is replayed from it.
-    """
-
-    def _open_for_partition(self, partition: int) -> Any:
-        db = super()._open_for_partition(partition)
-        if self.rocksdb_options.use_rocksdict:
-            options = WriteOptions()
-            options.disable_wal = True
-            db.set_write_options(options)
-        return db
 
 
 class RawBytesTable(faust.Table):
@@ -62,13 +39,6 @@ class RawBytesTable(faust.Table):
 
     def _serializer_from_type(self, typ: object) -> str:
         return "raw"
-
-    def _new_store_by_url(self, url: str | URL) -> StoreT:
-        if stores.by_url(url) is not RocksDBStore:
-            return super()._new_store_by_url(url)
-        return ChangelogBackedStore(url, self.app, self, table_name=self.name, key_type=self.key_type,
-                                    key_serializer=self.key_serializer, value_serializer=self.value_serializer,
-                                    value_type=self.value_type, loop=self.loop, options=self.options)
 
 
 def raw_table(app: faust.App, name: str, partitions: int) -> RawBytesTable:

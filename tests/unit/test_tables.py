@@ -40,16 +40,3 @@ def test_a_revoked_partition_opens_again_with_its_state(tmp_path: Path) -> None:
     tp = TP(tables.state.table.changelog_topic.get_topic_name(), 1)
     store.revoke_partitions(tables.state.table, {tp})
     assert PartitionStore(tables, 1).get("pg|1") == {"pos": 7}
-
-
-def test_state_is_written_without_rocksdbs_write_ahead_log(tmp_path: Path) -> None:
-    """The changelog makes the tables durable; a write-ahead log per partition only cost a system
-    call per put."""
-    app = create_app(unit_settings(tmp_path).model_copy(update={"store": "rocksdb://"}))
-    tables = app.pipeline.stage_tables["products"]
-    for i in range(100):
-        PartitionStore(tables, 1).put(f"pg|{i}", {"pos": i})
-    store = tables.state.table.data
-    logs = list(store.partition_path(1).glob("*.log"))
-    assert logs and all(log.stat().st_size == 0 for log in logs)
-    assert PartitionStore(tables, 1).get("pg|99") == {"pos": 99}
