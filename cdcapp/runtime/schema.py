@@ -4,8 +4,8 @@ ClickHouse is the record of what was added: each worker reads a mirrored table's
 ``system.columns`` when it meets a column it does not know, so workers need no other channel to
 agree, and a restarted worker finds what the others did.
 
-- **A column the source gained** shows up in a change's row. Ingest stops on that record (only
-  that agent, so no other table waits), learns the column's type - from the event's Connect
+- **A column the source gained** shows up in a change's row. Ingest stops on that record (the
+  stage agent's batch waits; the sink goes on), learns the column's type - from the event's Connect
   schema when it has one (the SQLite relay's), else from the source's catalog
   (``cdcapp.sources.catalog``) - runs ``ALTER TABLE ... ADD COLUMN`` on every table mirroring
   the entity, rebuilds their ``*_current`` views, and decodes the record again: the column is

@@ -10,13 +10,16 @@ batch records (``outbox.Outbox``), and only then are the records acknowledged.
 
 A change is joined in the batch that reads it when this worker holds its key's stage partition
 (always, with one worker), and is sent to the stage topic for the worker that does otherwise: a
-hop and a record less per change (docs/performance.md). The two ways cannot reorder one key's
-changes into a wrong state: a change older than its state's position is dropped
-(``engine.own_change_outcome``), and every change carries the whole row.
+hop and a record less per change (docs/performance.md). A key's changes must still reach its
+state in order - a change's row is completed from the state (the values PostgreSQL leaves out of
+an update), and a streamed change overrides a snapshot row whatever its position - so after a
+rebalance a partition joins source changes directly only once its older stage records, which
+may hold the same keys' earlier changes, are handled (``Handover``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from types import SimpleNamespace
@@ -48,6 +51,75 @@ MAX_EVENTS = 32
 CHUNK = 1000
 
 
+class Handover:
+    """The stage partitions whose changes this worker joins straight from the source topics.
+
+    Before a rebalance, the changes of a partition this worker did not hold went to the stage
+    topic; afterwards such a change may still wait there unread while this worker reads the
+    key's next change from its source. So after every rebalance a held partition counts only
+    once the agent has handled its stage records up to the partition's end offset at that time
+    (the previous owners flushed their sends before they let go), and up to the last record this
+    worker itself sent it meanwhile; until then its changes go through the stage topic too,
+    behind the older ones. A partition becomes ready between batches, never within one.
+    """
+
+    def __init__(self, app: faust.App, stage_topic: str) -> None:
+        self.app, self.stage_topic = app, stage_topic
+        #: partition -> the offset (exclusive) up to which its records must be handled first
+        self.ends: dict[int, int] = {}
+        #: partition -> the delivery of the last record sent to it while it was not ready
+        self.sent: dict[int, asyncio.Future] = {}
+        self.ready: set[int] = set()
+        #: partition -> the highest offset of it a batch handled (while held)
+        self.handled: dict[int, int] = {}
+
+    def rebalanced(self, revoked: set[int]) -> None:
+        self.ends.clear()
+        self.sent.clear()
+        self.ready.clear()
+        for partition in revoked:
+            self.handled.pop(partition, None)
+
+    async def held(self) -> set[int]:
+        consumer = self.app.consumer
+        tps = [tp for tp in consumer.assignment() if tp.topic == self.stage_topic]
+        unknown = [tp for tp in tps if tp.partition not in self.ends]
+        if unknown:
+            try:
+                ends = await consumer.highwaters(*unknown)
+            except Exception as exc:  # noqa: BLE001 - the broker away: send through the stage topic meanwhile
+                log.warning("end offsets of %s not known (%s): their changes go through the stage topic for now",
+                            unknown, exc)
+                ends = {}
+            for tp, end in ends.items():
+                committed = consumer._committed_offset.get(tp)
+                # Records below the committed offset were handled, by this worker or another.
+                self.ends[tp.partition] = end if committed is None or committed < end else 0
+        for tp in tps:
+            partition = tp.partition
+            if partition in self.ready or partition not in self.ends:
+                continue
+            sent = self.sent.get(partition)
+            if sent is not None:
+                if not sent.done() or sent.cancelled() or sent.exception() is not None:
+                    continue  # a failed send fails the batch's flush, and the worker with it
+                self.ends[partition] = max(self.ends[partition], sent.result().offset + 1)
+                del self.sent[partition]
+            if self.handled.get(partition, -1) >= self.ends[partition] - 1:
+                self.ready.add(partition)
+        return {tp.partition for tp in tps if tp.partition in self.ready}
+
+    def handle(self, partition: int, offset: int) -> None:
+        """A stage record of ``partition`` at ``offset`` is being handled."""
+        if offset > self.handled.get(partition, -1):
+            self.handled[partition] = offset
+
+    def forwarded(self, partition: int, delivery: asyncio.Future) -> None:
+        """A record went to ``partition`` while it was not ready; ``delivery`` resolves to where."""
+        if partition in self.ends and partition not in self.ready:
+            self.sent[partition] = delivery
+
+
 def register(app: faust.App, spec: Spec, topics: Topics, partitions: int, linger_s: float,
              ingest: Ingest) -> dict[str, StageTables]:
     tables = {}
@@ -70,23 +142,36 @@ def _register(app: faust.App, topics: Topics, ingest: Ingest, stages: dict[str, 
 
     stage_name = topics.stage_name
     batch_events = BATCH_EVENTS.labels("stage")
+    handover = Handover(app, stage_name)
+
+    @app.on_partitions_revoked.connect
+    async def revoked(sender: faust.App, revoked: set, **kwargs: object) -> None:
+        handover.rebalanced({tp.partition for tp in revoked if tp.topic == stage_name})
+
+    @app.on_partitions_assigned.connect
+    async def assigned(sender: faust.App, assigned: set, **kwargs: object) -> None:
+        handover.rebalanced(set())
 
     async def handle(events: list[faust.EventT]) -> None:
         batch_events.observe(len(events))
-        # The stage partitions whose tables this worker holds; a rebalance waits for the batch's acks.
-        held = {tp.partition for tp in app.consumer.assignment() if tp.topic == stage_name}
+        # A rebalance waits for the batch's acks: what is held now stays held until it ends.
+        held = await handover.held()
+        forwarded: set[int] = set()
         outbox = Outbox(app.producer)
         # partition -> entity -> the records' messages for it, in order
         gathered: dict[int, dict[str, list[Message]]] = {}
         received: dict[int, list[tuple[faust.EventT, list[Message]]]] = {}
         for event in events:
-            if event.message.topic != stage_name:
+            if event.message.topic == stage_name:
+                handover.handle(event.message.partition, event.message.offset)
+            else:
                 joined_here: dict[int, list[Message]] = {}
                 for message in await ingest.messages(event):
                     partition = partition_for(message["k"])
                     if partition in held:
                         joined_here.setdefault(partition, []).append(message)
                     else:
+                        forwarded.add(partition)
                         await outbox.add(stage_name, partition, message)
                 for partition, batch in joined_here.items():
                     await gather(event, partition, batch, gathered, received)
@@ -103,6 +188,8 @@ def _register(app: faust.App, topics: Topics, ingest: Ingest, stages: dict[str, 
         for entity_tables in tables.values():
             await entity_tables.flush(app.producer)
         await outbox.flush()
+        for partition in forwarded:
+            handover.forwarded(partition, outbox.deliveries[(stage_name, partition)])
 
     async def gather(event: faust.EventT, partition: int, batch: list[Message],
                      gathered: dict[int, dict[str, list[Message]]],

@@ -65,9 +65,14 @@ class Captured:
 
 
 def hold(cdc_app: CdcApp, monkeypatch: pytest.MonkeyPatch, *partitions: int) -> None:
-    """The stage partitions this worker holds, as its consumer's assignment."""
+    """The stage partitions this worker holds, as its consumer's assignment, all read to their end."""
     stage = cdc_app.pipeline.topics.stage_name
+
+    async def empty(*tps: TP) -> dict[TP, int]:
+        return {tp: 0 for tp in tps}
+
     monkeypatch.setattr(cdc_app.consumer, "assignment", lambda: {TP(stage, p) for p in partitions})
+    monkeypatch.setattr(cdc_app.consumer, "highwaters", empty)
 
 
 @pytest.fixture()
