@@ -108,6 +108,9 @@ def create_app(settings: Settings, spec: Spec | None = None) -> CdcApp:
         web_bind=settings.web_host,
         web_tables_enabled=False,
         producer_linger_ms=5,
+        # Faust's default, relied on: a send flushed is below the high watermark, which is what
+        # a partition's next owner reads as its end offset (stage.Handover).
+        producer_acks=-1,
         broker_max_poll_records=2000,
         broker_session_timeout=settings.session_timeout_s,
         # Messages waiting per agent: a message is a run of up to 2,000 source records or a stage

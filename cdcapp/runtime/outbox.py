@@ -23,8 +23,6 @@ class Outbox:
         self.lists: dict[tuple[str, int], list[Any]] = {}
         self.weights: dict[tuple[str, int], int] = {}
         self.records = 0
-        #: (topic, partition) -> the delivery of the last record sent there
-        self.deliveries: dict[tuple[str, int], Any] = {}
 
     async def add(self, topic: str, partition: int, message: Any, weight: int = 1) -> None:
         """``weight``: what the message holds (an info for 1,000 children weighs 1,000)."""
@@ -47,5 +45,5 @@ class Outbox:
             await self._send(topic, partition, messages[:half])
             await self._send(topic, partition, messages[half:])
             return
-        self.deliveries[(topic, partition)] = await self.producer.send(topic, None, value, partition, None, None)
+        await self.producer.send(topic, None, value, partition, None, None)
         self.records += 1

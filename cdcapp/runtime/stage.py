@@ -14,7 +14,8 @@ hop and a record less per change (docs/performance.md). A key's changes must sti
 state in order - a change's row is completed from the state (the values PostgreSQL leaves out of
 an update), and a streamed change overrides a snapshot row whatever its position - so after a
 rebalance a partition joins source changes directly only once its older stage records, which
-may hold the same keys' earlier changes, are handled (``Handover``).
+may hold the same keys' earlier changes, are handled, and a key this worker sent through the
+stage topic only once that change is back (``Handover``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from types import SimpleNamespace
 
 import faust
@@ -49,47 +51,61 @@ log = logging.getLogger(__name__)
 MAX_EVENTS = 32
 #: children per info message of a broadcast
 CHUNK = 1000
+#: how long a batch waits for the end offsets of the partitions a rebalance gave it, and how long
+#: after a failure it asks again; meanwhile their changes go through the stage topic
+END_OFFSETS_TIMEOUT_S = 5.0
 
 
 class Handover:
-    """The stage partitions whose changes this worker joins straight from the source topics.
+    """Which source changes this worker joins straight away, and which go through the stage topic.
 
     Before a rebalance, the changes of a partition this worker did not hold went to the stage
     topic; afterwards such a change may still wait there unread while this worker reads the
-    key's next change from its source. So after every rebalance a held partition counts only
-    once the agent has handled its stage records up to the partition's end offset at that time
-    (the previous owners flushed their sends before they let go), and up to the last record this
-    worker itself sent it meanwhile; until then its changes go through the stage topic too,
-    behind the older ones. A partition becomes ready between batches, never within one.
+    key's next change from its source. So after every rebalance a held partition joins changes
+    here only once the agent has handled its stage records up to the partition's end offset at
+    that time (the previous owners flushed their sends before they let go). Until then its
+    changes go through the stage topic too, behind the older ones, and a key this worker sent
+    that way keeps going that way until the last change it sent is back. Only this worker sends
+    a key's changes (it holds the key's source partition); its sends carry a token of the current
+    assignment (``via``), so that the previous owners' do not count as its own.
     """
 
     def __init__(self, app: faust.App, stage_topic: str) -> None:
         self.app, self.stage_topic = app, stage_topic
-        #: partition -> the offset (exclusive) up to which its records must be handled first
+        #: partition -> its end offset when first looked at after the rebalance
         self.ends: dict[int, int] = {}
-        #: partition -> the delivery of the last record sent to it while it was not ready
-        self.sent: dict[int, asyncio.Future] = {}
         self.ready: set[int] = set()
         #: partition -> the highest offset of it a batch handled (while held)
         self.handled: dict[int, int] = {}
+        #: key -> its changes this worker sent to a partition it holds, not yet back
+        self.in_flight: dict[str, int] = {}
+        #: when to ask for end offsets again after a failure (time.monotonic)
+        self.retry_at = 0.0
+        self.token = ""
+        self.rebalanced(set())
 
     def rebalanced(self, revoked: set[int]) -> None:
+        # The previous assignment's sends are all below the end offsets the next one looks up.
         self.ends.clear()
-        self.sent.clear()
         self.ready.clear()
+        self.in_flight.clear()
+        self.token = uuid.uuid4().hex[:12]
         for partition in revoked:
             self.handled.pop(partition, None)
 
     async def held(self) -> set[int]:
+        """The stage partitions held, when a batch starts (a rebalance waits for the batch's
+        acks: they stay held until it ends); the caught-up ones among them are ``ready``."""
         consumer = self.app.consumer
         tps = [tp for tp in consumer.assignment() if tp.topic == self.stage_topic]
         unknown = [tp for tp in tps if tp.partition not in self.ends]
-        if unknown:
+        if unknown and time.monotonic() >= self.retry_at:
             try:
-                ends = await consumer.highwaters(*unknown)
+                ends = await asyncio.wait_for(consumer.highwaters(*unknown), END_OFFSETS_TIMEOUT_S)
             except Exception as exc:  # noqa: BLE001 - the broker away: send through the stage topic meanwhile
                 log.warning("end offsets of %s not known (%s): their changes go through the stage topic for now",
                             unknown, exc)
+                self.retry_at = time.monotonic() + END_OFFSETS_TIMEOUT_S
                 ends = {}
             for tp, end in ends.items():
                 committed = consumer._committed_offset.get(tp)
@@ -97,27 +113,36 @@ class Handover:
                 self.ends[tp.partition] = end if committed is None or committed < end else 0
         for tp in tps:
             partition = tp.partition
-            if partition in self.ready or partition not in self.ends:
-                continue
-            sent = self.sent.get(partition)
-            if sent is not None:
-                if not sent.done() or sent.cancelled() or sent.exception() is not None:
-                    continue  # a failed send fails the batch's flush, and the worker with it
-                self.ends[partition] = max(self.ends[partition], sent.result().offset + 1)
-                del self.sent[partition]
-            if self.handled.get(partition, -1) >= self.ends[partition] - 1:
+            if partition not in self.ready and partition in self.ends \
+                    and self.handled.get(partition, -1) >= self.ends[partition] - 1:
                 self.ready.add(partition)
-        return {tp.partition for tp in tps if tp.partition in self.ready}
+        return {tp.partition for tp in tps}
 
-    def handle(self, partition: int, offset: int) -> None:
+    def joins_here(self, message: Message, partition: int, held: set[int]) -> bool:
+        """Whether a source change is joined in this batch; if not, it is to be sent."""
+        if partition not in held:
+            return False
+        key = message["k"]
+        if partition in self.ready and key not in self.in_flight:
+            return True
+        self.in_flight[key] = self.in_flight.get(key, 0) + 1
+        message["via"] = self.token
+        return False
+
+    def handle(self, partition: int, offset: int, messages: list[Message]) -> None:
         """A stage record of ``partition`` at ``offset`` is being handled."""
         if offset > self.handled.get(partition, -1):
             self.handled[partition] = offset
-
-    def forwarded(self, partition: int, delivery: asyncio.Future) -> None:
-        """A record went to ``partition`` while it was not ready; ``delivery`` resolves to where."""
-        if partition in self.ends and partition not in self.ready:
-            self.sent[partition] = delivery
+        if self.in_flight:
+            in_flight, token = self.in_flight, self.token
+            for message in messages:
+                if message.__class__ is dict and message.get("via") == token:
+                    key = message.get("k")
+                    count = in_flight.get(key, 0)
+                    if count > 1:
+                        in_flight[key] = count - 1
+                    else:
+                        in_flight.pop(key, None)
 
 
 def register(app: faust.App, spec: Spec, topics: Topics, partitions: int, linger_s: float,
@@ -154,24 +179,19 @@ def _register(app: faust.App, topics: Topics, ingest: Ingest, stages: dict[str, 
 
     async def handle(events: list[faust.EventT]) -> None:
         batch_events.observe(len(events))
-        # A rebalance waits for the batch's acks: what is held now stays held until it ends.
         held = await handover.held()
-        forwarded: set[int] = set()
         outbox = Outbox(app.producer)
         # partition -> entity -> the records' messages for it, in order
         gathered: dict[int, dict[str, list[Message]]] = {}
         received: dict[int, list[tuple[faust.EventT, list[Message]]]] = {}
         for event in events:
-            if event.message.topic == stage_name:
-                handover.handle(event.message.partition, event.message.offset)
-            else:
+            if event.message.topic != stage_name:
                 joined_here: dict[int, list[Message]] = {}
                 for message in await ingest.messages(event):
                     partition = partition_for(message["k"])
-                    if partition in held:
+                    if handover.joins_here(message, partition, held):
                         joined_here.setdefault(partition, []).append(message)
                     else:
-                        forwarded.add(partition)
                         await outbox.add(stage_name, partition, message)
                 for partition, batch in joined_here.items():
                     await gather(event, partition, batch, gathered, received)
@@ -179,8 +199,10 @@ def _register(app: faust.App, topics: Topics, ingest: Ingest, stages: dict[str, 
             try:
                 batch = decode_stage_batch(event.value)
             except BadMessage as exc:
+                handover.handle(event.message.partition, event.message.offset, [])
                 await send_dead_letter(topics.dlq, event.message, "stage", exc)
                 continue
+            handover.handle(event.message.partition, event.message.offset, batch)
             await gather(event, event.message.partition, batch, gathered, received)
         for partition, per_entity in gathered.items():
             for entity, batch in per_entity.items():
@@ -188,8 +210,6 @@ def _register(app: faust.App, topics: Topics, ingest: Ingest, stages: dict[str, 
         for entity_tables in tables.values():
             await entity_tables.flush(app.producer)
         await outbox.flush()
-        for partition in forwarded:
-            handover.forwarded(partition, outbox.deliveries[(stage_name, partition)])
 
     async def gather(event: faust.EventT, partition: int, batch: list[Message],
                      gathered: dict[int, dict[str, list[Message]]],
