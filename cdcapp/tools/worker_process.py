@@ -49,7 +49,11 @@ class WorkerProcess:
         """Why the worker is gone (its exit code and the end of its log), or None while it runs."""
         if self.process is None or self.process.poll() is None:
             return None
-        return f"worker on :{self.web_port} exited with {self.process.returncode}; {self.log_path} ends:\n{tail(self.log_path, 40)}"
+        why = f"worker on :{self.web_port} exited with {self.process.returncode}; "
+        # A crash's cause is logged well before the shutdown lines that end the log.
+        if first := first_error(self.log_path):
+            why += f"its first error in {self.log_path}:\n{first}\n... and the log "
+        return why + f"ends:\n{tail(self.log_path, 40)}"
 
     def metric_samples(self, name: str) -> list[tuple[dict[str, str], float]]:
         """(labels, value) of every sample of a metric, from the worker's /metrics."""
@@ -122,3 +126,15 @@ class WorkerProcess:
             self.process.wait(timeout_s)
         except subprocess.TimeoutExpired:
             self.kill()
+
+
+def first_error(log_path: Path, lines: int = 40) -> str | None:
+    """The log's first ERROR or CRITICAL record and the lines after it (its traceback)."""
+    try:
+        text = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for n, line in enumerate(text):
+        if "] [ERROR] " in line or "] [CRITICAL] " in line:
+            return "\n".join(text[n:n + lines])
+    return None
