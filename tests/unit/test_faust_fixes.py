@@ -18,7 +18,7 @@ from faust.types.tuples import ConsumerMessage
 from cdcapp.runtime.app import CdcApp, create_app
 from cdcapp.runtime.faust import pinned
 from cdcapp.runtime.faust.buffer import ChangelogBuffer
-from cdcapp.runtime.faust.bulk import BulkMessage, bulk_message
+from cdcapp.runtime.faust.bulk import BulkMessage, Delivered, bulk_message
 from cdcapp.runtime.faust.consumer import Consumer
 from cdcapp.runtime.faust.fetch import ReadOffsets
 from cdcapp.runtime.faust.producer import Producer
@@ -45,8 +45,12 @@ def consumer(cdc_app: CdcApp, monkeypatch: pytest.MonkeyPatch) -> Iterator[Consu
     consumer._read_offset.pop(TP0, None)
 
 
-def message(offset: int, *, generation: int = 7, tracked: bool = True, topic: str = TOPIC) -> ConsumerMessage:
-    msg = ConsumerMessage(topic, 0, offset, 0.0, 0, None, b"k", b"v", None, tp=TP(topic, 0), generation_id=generation)
+def message(offset: int, *, generation: int = 7, tracked: bool = True, topic: str = TOPIC,
+            consumer: Consumer | None = None) -> ConsumerMessage:
+    """A message as the fetch loop delivers it now (``consumer``: with its partition's seek serial)."""
+    tp = TP(topic, 0)
+    msg = Delivered(topic, 0, offset, 0.0, 0, None, b"k", b"v", None, tp=tp, generation_id=generation)
+    msg.seek_serial = consumer._read_offset.serial.get(tp) if consumer is not None else None
     msg.tracked = tracked
     return msg
 
@@ -66,24 +70,52 @@ def test_the_corrections_are_the_apps_own_classes_not_faust_patched(cdc_app: Cdc
 
 # ------------------------------------------------------------------ acks
 def test_a_processed_message_is_credited_towards_the_commit(consumer: Consumer) -> None:
-    assert consumer.ack(message(100))
+    assert consumer.ack(message(100, consumer=consumer))
     assert consumer._new_offset(TP0) == 101
 
 
 def test_a_message_a_stream_skipped_gets_no_credit(consumer: Consumer) -> None:
     """Streams skip (and ack) a message that arrives while flow is suspended for a rebalance."""
-    consumer.ack(message(100))
+    consumer.ack(message(100, consumer=consumer))
     before = without_credit()
-    assert not consumer.ack(message(101, tracked=False))
+    assert not consumer.ack(message(101, tracked=False, consumer=consumer))
     assert without_credit() == before + 1
-    consumer.ack(message(102))
+    consumer.ack(message(102, consumer=consumer))
     assert consumer._new_offset(TP0) == 101, "the commit stops below the skipped offset"
 
 
 def test_a_message_of_an_older_generation_gets_no_credit(consumer: Consumer) -> None:
     """After a rebalance the partition is re-read from the commit: the old delivery must not count."""
-    assert not consumer.ack(message(100, generation=6))
+    assert not consumer.ack(message(100, generation=6, consumer=consumer))
     assert consumer._new_offset(TP0) is None
+
+
+def test_a_message_delivered_before_a_seek_of_its_partition_gets_no_credit(consumer: Consumer) -> None:
+    """Acked after the seek (it was still in a batch), it is read again: the new delivery counts."""
+    in_flight = message(100, consumer=consumer)
+    consumer._read_offset[TP0] = 100
+    assert not consumer.ack(in_flight)
+    assert consumer._new_offset(TP0) is None
+    assert consumer.ack(message(100, consumer=consumer))
+    assert consumer._new_offset(TP0) == 101
+
+
+def test_a_seek_takes_back_the_credit_of_the_offsets_it_reads_again(consumer: Consumer) -> None:
+    """100-105 processed; a seek to 102 replays 102 and 103 only, then the partition is given up:
+    the commit must stop at 104, or the new owner skips what 104 and 105 did after the replay."""
+    for offset in range(100, 106):
+        assert consumer.ack(message(offset, consumer=consumer))
+    consumer._read_offset[TP0] = 102
+    assert consumer._acked[TP0] == [100, 101] and consumer._acked_index[TP0] == {100, 101}
+    for offset in (102, 103):
+        assert consumer.ack(message(offset, consumer=consumer))
+    assert consumer._new_offset(TP0) == 104
+
+
+def test_a_seek_to_the_beginning_takes_back_all_credit(consumer: Consumer) -> None:
+    consumer.ack(message(100, consumer=consumer))
+    consumer._read_offset[TP0] = None
+    assert consumer._new_offset(TP0) is None and not consumer._acked_index[TP0]
 
 
 def test_topics_without_acks_are_left_to_faust(consumer: Consumer) -> None:
@@ -153,6 +185,16 @@ async def test_records_fetched_before_a_seek_are_withheld_and_the_partition_seek
     assert [m.offset for m in delivered] == [10], "11 and 12 were fetched before the seek: not delivered"
     assert consumer._read_offset[TP0] == 5, "the seek is not undone by the delivery of 10"
     assert seeks == [(TP0, 5)]
+    delivered[0].tracked = True
+    assert not consumer.ack(delivered[0]), "10 was delivered before the seek: it is read again"
+
+
+async def test_a_delivery_without_a_seek_earns_credit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    consumer, delivered, _ = await run_one_fetch(tmp_path, monkeypatch, [10, 11], seek_during=None)
+    for msg in delivered:
+        msg.tracked = True
+        assert consumer.ack(msg)
+    assert consumer._new_offset(TP0) == 12
 
 
 async def test_without_a_seek_every_record_is_delivered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -170,14 +212,14 @@ async def test_a_bulk_topic_gets_its_run_as_one_message(tmp_path: Path, monkeypa
 
 def test_acking_a_bulk_message_credits_its_whole_run(consumer: Consumer) -> None:
     run = bulk_message(consumer, TP0, [record(offset) for offset in (100, 101, 102)])
-    run.tracked = True
+    run.tracked, run.seek_serial = True, consumer._read_offset.serial.get(TP0)
     assert consumer.ack(run)
     assert consumer._new_offset(TP0) == 103
 
 
 def test_a_bulk_message_of_an_older_generation_gets_no_credit(consumer: Consumer) -> None:
     run = bulk_message(consumer, TP0, [record(offset) for offset in (100, 101)])
-    run.tracked, run.generation_id = True, 6
+    run.tracked, run.generation_id, run.seek_serial = True, 6, consumer._read_offset.serial.get(TP0)
     assert not consumer.ack(run)
     assert consumer._new_offset(TP0) is None
 

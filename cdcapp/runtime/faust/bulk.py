@@ -19,13 +19,34 @@ from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
 
-class BulkMessage(ConsumerMessage):
+class Delivered(ConsumerMessage):
+    """A message as the fetch loop delivers it, with the seek serial of its partition at the
+    delivery (``cdcapp.runtime.faust.acks``: only a delivery since the last seek earns credit)."""
+
+    __slots__ = ("seek_serial",)
+
+    seek_serial: int | None
+
+
+class BulkMessage(Delivered):
     """Consecutive records of one partition, as one message whose offset is the last one's."""
 
     __slots__ = ("records", "first_offset")
 
     records: list[Any]
     first_offset: int
+
+
+def single_message(consumer: Any, tp: TP, record: Any) -> Delivered:
+    """Faust's ``_to_message``, as a ``Delivered``."""
+    message = Delivered(
+        record.topic, record.partition, record.offset,
+        None if record.timestamp is None else record.timestamp / 1000.0, record.timestamp_type,
+        record.headers, record.key, record.value, record.checksum, record.serialized_key_size,
+        record.serialized_value_size, tp, generation_id=consumer.app.consumer_generation_id,
+    )
+    message.seek_serial = None
+    return message
 
 
 def bulk_message(consumer: Any, tp: TP, records: list[Any]) -> BulkMessage:
@@ -37,6 +58,7 @@ def bulk_message(consumer: Any, tp: TP, records: list[Any]) -> BulkMessage:
     )
     message.records = records
     message.first_offset = records[0].offset
+    message.seek_serial = None
     return message
 
 
@@ -67,9 +89,8 @@ async def fetch(consumer: Any, timeout: float, bulk_topics: frozenset[str]) -> A
             return
         consumer.app.monitor.track_tp_end_offset(tp, consumer.highwater(tp))
         yield tp, bulk_message(consumer, tp, tp_records)
-    to_message = consumer._to_message
     for tp, record in consumer.scheduler.iterate(singles):
         if not consumer.flow_active or consumer.app.consumer_generation_id != generation_id:
             return
         consumer.app.monitor.track_tp_end_offset(tp, consumer.highwater(tp))
-        yield tp, to_message(tp, record)
+        yield tp, single_message(consumer, tp, record)

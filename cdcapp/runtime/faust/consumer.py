@@ -31,7 +31,7 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 class Consumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._read_offset = fetch.ReadOffsets()
+        self._read_offset = fetch.ReadOffsets(on_seek=lambda tp, offset: acks.take_back_credit(self, tp, offset))
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)

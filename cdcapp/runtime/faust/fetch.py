@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from faust.transport.consumer import CONSUMER_FETCHING, Consumer
@@ -32,14 +33,17 @@ class ReadOffsets(dict):
     Every writer but the fetch loop is a seek (a rebalance's seek to the committed offsets, the
     table recovery's seek of changelogs, a revocation), so every write except ``delivered``
     takes a new serial: the fetch loop can then tell that a seek overtook the records it holds.
-    Written from the consumer thread too (``_seek_wait``); ``next()`` on a count is atomic.
+    Every seek is also reported to ``on_seek`` with the offset the partition is read again from
+    (None: its beginning), after the new serial is taken. Written from the consumer thread too
+    (``_seek_wait``); ``next()`` on a count is atomic.
     """
 
     _serials = itertools.count(1)
 
-    def __init__(self) -> None:
+    def __init__(self, on_seek: Callable[[Any, int | None], None] = lambda tp, offset: None) -> None:
         super().__init__()
         self.serial: dict[Any, int] = {}
+        self.on_seek = on_seek
 
     def __missing__(self, tp: Any) -> None:
         return None
@@ -47,14 +51,18 @@ class ReadOffsets(dict):
     def __setitem__(self, tp: Any, offset: int | None) -> None:
         self.serial[tp] = next(self._serials)
         super().__setitem__(tp, offset)
+        self.on_seek(tp, offset)
 
     def __delitem__(self, tp: Any) -> None:
         self.serial[tp] = next(self._serials)
         super().__delitem__(tp)
+        self.on_seek(tp, None)
 
     def pop(self, tp: Any, *default: Any) -> Any:
         self.serial[tp] = next(self._serials)
-        return super().pop(tp, *default)
+        offset = super().pop(tp, *default)
+        self.on_seek(tp, None)
+        return offset
 
     def update(self, offsets: Any = (), **kwargs: Any) -> None:
         for tp, offset in dict(offsets, **kwargs).items():
@@ -113,6 +121,7 @@ async def drain_keeping_seeks(self: Consumer, fetcher: Any) -> None:
                 if commit_every is not None and self._n_acked >= commit_every:
                     self._n_acked = 0
                     await self.commit()
+                message.seek_serial = serial_at_fetch.get(tp)
                 await self.wait_first(self.callback(message), self.suspend_flow.wait())
                 if seeked_since_fetch(tp):
                     overtaken.add(tp)
