@@ -25,6 +25,9 @@ from cdcapp.join.engine import State
 
 SEP = b"\x00"
 
+#: entries read by one RocksDB iterator of a scan
+SCAN_CHUNK = 1000
+
 # Bounded per partition database: a worker holds several tables of several partitions, and
 # Faust's defaults (64 MiB write buffers, 3 of them, a 2 GiB block cache each) add up to gigabytes.
 ROCKSDB_OPTIONS = {"write_buffer_size": 4 << 20, "max_write_buffer_number": 2, "block_cache_size": 8 << 20}
@@ -88,17 +91,16 @@ class TableIO:
         if rocksdb is None:
             yield from [k for k in self.table.data.data if k.startswith(prefix)]
             return
-        for key in rocksdb._db_for_partition(partition).keys(from_key=prefix):
-            if not key.startswith(prefix):
-                return
-            yield key
+        for chunk in self._chunks(rocksdb, partition, prefix, values=False):
+            yield from chunk
 
     def items(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
-        """Every (key, value) of a partition, as of the call (RocksDB: an iterator's snapshot)."""
+        """Every (key, value) of a partition, in key order; writes made meanwhile may or may not
+        show (the memory store: as of the call)."""
         rocksdb = self._rocksdb
         if rocksdb is None:
             return iter(list(self.table.data.data.items()))
-        return iter(rocksdb._db_for_partition(partition).items())
+        return (item for chunk in self._chunks(rocksdb, partition, b"", values=True) for item in chunk)
 
     async def flush(self, producer: Any) -> None:
         """Send the pending writes to the changelog, in batches per partition."""
@@ -117,6 +119,38 @@ class TableIO:
             last.add_done_callback(
                 lambda fut, tp=TP(topic, partition): None if fut.cancelled() or fut.exception()
                 else store.set_persisted_offset(tp, fut.result().offset))
+
+    @staticmethod
+    def _chunks(rocksdb: RocksDBStore, partition: int, prefix: bytes, values: bool) -> Iterator[list[Any]]:
+        """A partition's entries from ``prefix`` on, ``SCAN_CHUNK`` at a time, each chunk read by an
+        iterator of its own. Readers await between entries (a broadcast's sends, the pending-joins
+        count), and a rebalance's revocation meanwhile drops Faust's handle of the database: the
+        next read opens it again, which RocksDB refuses (its lock) while an iterator still holds
+        the old handle - the batch, and the worker, would fail."""
+        after: bytes | None = None
+        while True:
+            chunk = _read_chunk(rocksdb._db_for_partition(partition), prefix, after, values)
+            if chunk:
+                yield chunk
+            if len(chunk) < SCAN_CHUNK:
+                return
+            after = chunk[-1][0] if values else chunk[-1]
+
+
+def _read_chunk(db: Any, prefix: bytes, after: bytes | None, values: bool) -> list[Any]:
+    """Up to ``SCAN_CHUNK`` entries that start with ``prefix``, from the first key past ``after``."""
+    chunk: list[Any] = []
+    entries = db.items(from_key=after or prefix) if values else db.keys(from_key=after or prefix)
+    for entry in entries:
+        key = entry[0] if values else entry
+        if not key.startswith(prefix):
+            break
+        if key == after:
+            continue
+        chunk.append(entry)
+        if len(chunk) == SCAN_CHUNK:
+            break
+    return chunk
 
 
 class StageTables:

@@ -40,3 +40,24 @@ def test_a_revoked_partition_opens_again_with_its_state(tmp_path: Path) -> None:
     tp = TP(tables.state.table.changelog_topic.get_topic_name(), 1)
     store.revoke_partitions(tables.state.table, {tp})
     assert PartitionStore(tables, 1).get("pg|1") == {"pos": 7}
+
+
+@pytest.mark.parametrize("reader", ["children", "items"])
+def test_a_scan_under_way_keeps_no_revoked_database_open(tmp_path: Path, reader: str) -> None:
+    """A scan can span awaits (a broadcast's sends, the pending-joins count): a revocation then
+    drops Faust's handle, and the batch's next read of the partition opens the database again -
+    which RocksDB refuses (its lock) while an iterator still holds the old handle."""
+    app = create_app(unit_settings(tmp_path).model_copy(update={"store": "rocksdb://"}))
+    tables = app.pipeline.stage_tables["products"]
+    partition = PartitionStore(tables, 1)
+    for n in range(2500):
+        partition.put(f"pg|{n}", {"pos": n})
+        partition.subscribe("pg|1", "order_items", "product", f"pg|{n}", True)
+    scan = partition.children("pg|1") if reader == "children" else tables.state.items(1)
+    first = next(scan)
+    for table in (tables.state, tables.subscriptions):
+        tp = TP(table.table.changelog_topic.get_topic_name(), 1)
+        table.table.data.revoke_partitions(table.table, {tp})
+    assert PartitionStore(tables, 1).get("pg|7") == {"pos": 7}
+    partition.subscribe("pg|1", "order_items", "product", "pg|x", True)
+    assert len([first, *scan]) >= 2500
