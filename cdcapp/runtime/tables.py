@@ -18,6 +18,7 @@ from typing import Any
 
 import faust
 import orjson
+import rocksdict
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP
 
@@ -52,11 +53,18 @@ def raw_table(app: faust.App, name: str, partitions: int) -> RawBytesTable:
 
 class TableIO:
     """Direct, partition-explicit access to a ``RawBytesTable``, with changelog writes pending
-    until ``flush``."""
+    until ``flush``.
+
+    RocksDB writes are gathered per partition and written as one ``WriteBatch`` - one append to
+    the write-ahead log instead of one per key - before the partition is scanned and at
+    ``flush``, before the changelog is sent; reads see them meanwhile.
+    """
 
     def __init__(self, table: RawBytesTable) -> None:
         self.table = table
         self.pending: list[tuple[int, bytes, bytes | None]] = []
+        #: partition -> key -> value (None: delete) not yet written to RocksDB
+        self.unwritten: dict[int, dict[bytes, bytes | None]] = {}
 
     @property
     def _rocksdb(self) -> RocksDBStore | None:
@@ -67,6 +75,9 @@ class TableIO:
         rocksdb = self._rocksdb
         if rocksdb is None:
             return self.table.data.data.get(key)
+        unwritten = self.unwritten.get(partition)
+        if unwritten is not None and key in unwritten:
+            return unwritten[key]
         return rocksdb._db_for_partition(partition).get(key)
 
     def put(self, partition: int, key: bytes, value: bytes | None) -> None:
@@ -78,12 +89,30 @@ class TableIO:
             else:
                 self.table.data.data[key] = value
         else:
-            db = rocksdb._db_for_partition(partition)
-            if value is None:
-                db.delete(key)
-            else:
-                db.put(key, value)
+            unwritten = self.unwritten.get(partition)
+            if unwritten is None:
+                unwritten = self.unwritten[partition] = {}
+            unwritten[key] = value
         self.pending.append((partition, key, value))
+
+    def write(self) -> None:
+        """Write what RocksDB has not got yet, a batch per partition."""
+        rocksdb = self._rocksdb
+        if rocksdb is not None:
+            for partition in list(self.unwritten):
+                self._write(rocksdb, partition)
+
+    def _write(self, rocksdb: RocksDBStore, partition: int) -> None:
+        unwritten = self.unwritten.pop(partition, None)
+        if not unwritten:
+            return
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for key, value in unwritten.items():
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        rocksdb._db_for_partition(partition).write(batch)
 
     def scan(self, partition: int, prefix: bytes) -> Iterator[bytes]:
         """The keys that start with ``prefix``, in key order (the memory store: in any order)."""
@@ -104,6 +133,7 @@ class TableIO:
 
     async def flush(self, producer: Any) -> None:
         """Send the pending writes to the changelog, in batches per partition."""
+        self.write()
         if not self.pending:
             return
         topic = self.table.changelog_topic.get_topic_name()
@@ -120,8 +150,7 @@ class TableIO:
                 lambda fut, tp=TP(topic, partition): None if fut.cancelled() or fut.exception()
                 else store.set_persisted_offset(tp, fut.result().offset))
 
-    @staticmethod
-    def _chunks(rocksdb: RocksDBStore, partition: int, prefix: bytes, values: bool) -> Iterator[list[Any]]:
+    def _chunks(self, rocksdb: RocksDBStore, partition: int, prefix: bytes, values: bool) -> Iterator[list[Any]]:
         """A partition's entries from ``prefix`` on, ``SCAN_CHUNK`` at a time, each chunk read by an
         iterator of its own. Readers await between entries (a broadcast's sends, the pending-joins
         count), and a rebalance's revocation meanwhile drops Faust's handle of the database: the
@@ -129,6 +158,7 @@ class TableIO:
         the old handle - the batch, and the worker, would fail."""
         after: bytes | None = None
         while True:
+            self._write(rocksdb, partition)
             chunk = _read_chunk(rocksdb._db_for_partition(partition), prefix, after, values)
             if chunk:
                 yield chunk

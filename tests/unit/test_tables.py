@@ -35,6 +35,7 @@ def test_a_revoked_partition_opens_again_with_its_state(tmp_path: Path) -> None:
     app = create_app(unit_settings(tmp_path).model_copy(update={"store": "rocksdb://"}))
     tables = app.pipeline.stage_tables["products"]
     PartitionStore(tables, 1).put("pg|1", {"pos": 7})
+    tables.state.write()
     store = tables.state.table.data
     # Faust closes a revoked partition's database by dropping its references; cdcapp keeps none.
     tp = TP(tables.state.table.changelog_topic.get_topic_name(), 1)
@@ -61,3 +62,20 @@ def test_a_scan_under_way_keeps_no_revoked_database_open(tmp_path: Path, reader:
     assert PartitionStore(tables, 1).get("pg|7") == {"pos": 7}
     partition.subscribe("pg|1", "order_items", "product", "pg|x", True)
     assert len([first, *scan]) >= 2500
+
+
+def test_rocksdb_writes_wait_for_one_batch_and_reads_see_them_meanwhile(tmp_path: Path) -> None:
+    app = create_app(unit_settings(tmp_path).model_copy(update={"store": "rocksdb://"}))
+    tables = app.pipeline.stage_tables["products"]
+    partition = PartitionStore(tables, 3)
+    partition.put("pg|1", {"pos": 1})
+    partition.put("pg|2", {"pos": 2})
+    tables.state.write()
+    partition.put("pg|1", {"pos": 3})
+    tables.state.put(3, b"pg|2", None)
+    db = tables.state.table.data._db_for_partition(3)
+    assert db.get(b"pg|1") == b'{"pos":1}' and db.get(b"pg|2") is not None, "not written yet"
+    assert partition.get("pg|1") == {"pos": 3} and partition.get("pg|2") is None, "but read"
+    tables.state.write()
+    assert db.get(b"pg|1") == b'{"pos":3}' and db.get(b"pg|2") is None
+    assert [k for _, k, _ in tables.state.pending] == [b"pg|1", b"pg|2", b"pg|1", b"pg|2"], "changelog: every write"
