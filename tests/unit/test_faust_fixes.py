@@ -284,3 +284,18 @@ def test_a_worker_refuses_to_start_on_a_faust_whose_patched_functions_changed(
     monkeypatch.setattr(faust_consumer.Consumer, "ack", ack)
     with pytest.raises(pinned.FaustChanged, match=r"faust-streaming 0\.15\.3.*differs in: faust\.transport\.consumer:Consumer\.ack \("):
         create_app(unit_settings(tmp_path))
+
+
+async def test_a_recovery_seek_leaves_out_partitions_without_an_offset_or_no_longer_assigned(
+        consumer: Consumer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rebalance during table recovery: the old round seeks standbys the new assignment rewrote."""
+    seeks: list[dict] = []
+
+    async def thread_seek_wait(partitions: dict) -> None:
+        seeks.append(dict(partitions))
+
+    kept, added, gone = TP("x-changelog", 0), TP("x-changelog", 1), TP("x-changelog", 2)
+    monkeypatch.setattr(consumer._thread, "seek_wait", thread_seek_wait)
+    monkeypatch.setattr(consumer, "assignment", lambda: {kept, added})
+    await consumer.seek_wait({kept: 5, added: None, gone: 7})
+    assert seeks == [{kept: 5}]

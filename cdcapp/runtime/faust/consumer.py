@@ -3,12 +3,15 @@ and ``seek``, and the app's own broker-side fetch wait."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import Message
 
 from cdcapp.runtime.faust import acks, fetch, seek
+
+log = logging.getLogger(__name__)
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -41,6 +44,13 @@ class Consumer(faust_aiokafka.Consumer):
 
     async def _drain_messages(self, fetcher: Any) -> None:
         await fetch.drain_keeping_seeks(self, fetcher)
+
+    async def seek_wait(self, partitions: Any) -> None:
+        seeks, left_out = seek.seekable(self, partitions)
+        if left_out:
+            log.info("seek of %s left out: no offset, or no longer assigned (a recovery round a "
+                     "rebalance overtook; the next round positions them)", left_out)
+        await super().seek_wait(seeks)
 
     async def seek_to_committed(self) -> Any:
         committed = await super().seek_to_committed()

@@ -29,6 +29,9 @@ EXPECTED = {
     "faust.transport.consumer:Consumer.perform_seek": "0e8c130ff4b0afd8",
     "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._seek_wait": "9d221e816d940467",
     "faust.transport.consumer:Consumer._new_offset": "1d2c7ea89a7ad4f1",
+    # seek.seekable: what a recovery round a rebalance overtook seeks with
+    "faust.tables.recovery:Recovery._seek_offsets": "19598ca63d94d250",
+    "faust.transport.consumer:ThreadDelegateConsumer.seek_wait": "e9db5bbc4ceb2543",
     # bulk.single_message builds the message as this does
     "faust.transport.drivers.aiokafka:Consumer._to_message": "7c24f6511b2fcef7",
     "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._create_worker_consumer": "c2701bfc3e6f6cad",
