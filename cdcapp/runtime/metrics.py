@@ -80,6 +80,16 @@ BATCH_EVENTS = Histogram(
     "cdcapp_batch_events", "Events per batch an agent handles (records of its topic), by agent.", ["agent"],
     registry=REGISTRY, buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000),
 )
+BATCH_SECONDS = Histogram(
+    "cdcapp_batch_seconds", "Time the stage agent takes to handle one batch once gathered, until its "
+    "outputs are handed to the producer (the event loop serves nothing else meanwhile).", registry=REGISTRY,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+LOCAL_MESSAGES = Counter(
+    "cdcapp_stage_local_messages_total",
+    "Messages between stages (an info counted once per child) applied in the batch that made them, because this "
+    "worker holds the receiving partition, instead of sent through the stage topic.", registry=REGISTRY,
+)
 SCHEMA_CHANGES = Counter(
     "cdcapp_schema_changes_total",
     "Schema sync's changes to ClickHouse tables, by table and change: 'added' (a column the source gained), "

@@ -24,6 +24,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 
 import faust
@@ -36,7 +37,7 @@ from cdcapp.model.spec import Spec
 from cdcapp.runtime.batching import each_batch
 from cdcapp.runtime.dlq import send_dead_letter
 from cdcapp.runtime.ingest import Ingest
-from cdcapp.runtime.metrics import BATCH_EVENTS, EVENTS, STALE_CHANGES
+from cdcapp.runtime.metrics import BATCH_EVENTS, BATCH_SECONDS, EVENTS, LOCAL_MESSAGES, STALE_CHANGES
 from cdcapp.runtime import pending
 from cdcapp.runtime.outbox import Outbox
 from cdcapp.runtime.pending import PendingJoins
@@ -51,6 +52,9 @@ log = logging.getLogger(__name__)
 MAX_EVENTS = 32
 #: children per info message of a broadcast
 CHUNK = 1000
+#: messages between stages (an info counted per child) that one batch applies itself rather than
+#: sending them through the stage topic: bounds a batch's time and memory under a large fan-out
+LOCAL_MESSAGES_PER_BATCH = 20_000
 #: how long a batch waits for the end offsets of the partitions a rebalance gave it, and how long
 #: after a failure it asks again; meanwhile their changes go through the stage topic
 END_OFFSETS_TIMEOUT_S = 5.0
@@ -118,14 +122,20 @@ class Handover:
                 self.ready.add(partition)
         return {tp.partition for tp in tps}
 
-    def joins_here(self, message: Message, partition: int, held: set[int]) -> bool:
-        """Whether a source change is joined in this batch; if not, it is to be sent."""
+    def joins_here(self, message: Message, partition: int, held: set[int], room: bool = True) -> bool:
+        """Whether a message for ``partition`` - a source change, or a stage's message to another
+        key - is applied in this batch; if not, it is to be sent. ``room``: whether the batch may
+        take more (if not, it is sent, and tracked like any other send)."""
         if partition not in held:
             return False
-        key = message["k"]
-        if partition in self.ready and key not in self.in_flight:
+        keys = message["k"]
+        if keys.__class__ is str:
+            keys = (keys,)
+        in_flight = self.in_flight
+        if room and partition in self.ready and not any(key in in_flight for key in keys):
             return True
-        self.in_flight[key] = self.in_flight.get(key, 0) + 1
+        for key in keys:
+            in_flight[key] = in_flight.get(key, 0) + 1
         message["via"] = self.token
         return False
 
@@ -137,12 +147,13 @@ class Handover:
             in_flight, token = self.in_flight, self.token
             for message in messages:
                 if message.__class__ is dict and message.get("via") == token:
-                    key = message.get("k")
-                    count = in_flight.get(key, 0)
-                    if count > 1:
-                        in_flight[key] = count - 1
-                    else:
-                        in_flight.pop(key, None)
+                    keys = message.get("k")
+                    for key in (keys,) if keys.__class__ is str else keys:
+                        count = in_flight.get(key, 0)
+                        if count > 1:
+                            in_flight[key] = count - 1
+                        else:
+                            in_flight.pop(key, None)
 
 
 def register(app: faust.App, spec: Spec, topics: Topics, partitions: int, linger_s: float,
@@ -179,6 +190,7 @@ def _register(app: faust.App, topics: Topics, ingest: Ingest, stages: dict[str, 
 
     async def handle(events: list[faust.EventT]) -> None:
         batch_events.observe(len(events))
+        started = time.perf_counter()
         held = await handover.held()
         outbox = Outbox(app.producer)
         # partition -> entity -> the records' messages for it, in order
@@ -204,12 +216,30 @@ def _register(app: faust.App, topics: Topics, ingest: Ingest, stages: dict[str, 
                 continue
             handover.handle(event.message.partition, event.message.offset, batch)
             await gather(event, event.message.partition, batch, gathered, received)
-        for partition, per_entity in gathered.items():
-            for entity, batch in per_entity.items():
-                await _apply(entity, partition, batch, received[partition], outbox)
+        # Messages between stages whose partitions this worker holds are applied in this batch, in
+        # rounds (a sub, its info back, the fact row), instead of a round trip through the stage
+        # topic each; at most LOCAL_MESSAGES_PER_BATCH of them, so that a broadcast to many children streams.
+        room = LOCAL_MESSAGES_PER_BATCH
+        while gathered:
+            local: dict[int, dict[str, list[Message]]] = {}
+
+            async def route(message: Message, partition: int, weight: int) -> None:
+                nonlocal room
+                if handover.joins_here(message, partition, held, room >= weight):
+                    room -= weight
+                    local.setdefault(partition, {}).setdefault(message["e"], []).append(message)
+                else:
+                    await outbox.add(stage_name, partition, message, weight)
+
+            for partition, per_entity in gathered.items():
+                for entity, batch in per_entity.items():
+                    await _apply(entity, partition, batch, received.get(partition, []), outbox, route)
+            gathered = local
+        LOCAL_MESSAGES.inc(LOCAL_MESSAGES_PER_BATCH - room)
         for entity_tables in tables.values():
             await entity_tables.flush(app.producer)
         await outbox.flush()
+        BATCH_SECONDS.observe(time.perf_counter() - started)
 
     async def gather(event: faust.EventT, partition: int, batch: list[Message],
                      gathered: dict[int, dict[str, list[Message]]],
@@ -231,16 +261,17 @@ def _register(app: faust.App, topics: Topics, ingest: Ingest, stages: dict[str, 
                                    f"spec ({', '.join(sorted(stages))})", value=encode_batch(strays))
 
     async def _apply(entity: str, partition: int, batch: list[Message],
-                     records: list[tuple[faust.EventT, list[Message]]], outbox: Outbox) -> None:
+                     records: list[tuple[faust.EventT, list[Message]]], outbox: Outbox,
+                     route: Callable[[Message, int, int], Awaitable[None]]) -> None:
         stage, store = stages[entity], tables[entity].store(partition)
         result = apply_batch(stage, store, batch)
         trackers[entity].update(partition, result.waiting, time.time())
         for key, group, exc in result.failed:
-            event = next(e for e, messages in records if any(m is group[0] for m in messages))
-            where = event.message
-            if where.topic != stage_name:
-                # Joined straight from its source record: the letter holds stage messages, whose
-                # place is the key's stage partition.
+            event = next((e for e, messages in records if any(m is group[0] for m in messages)), None)
+            where = event.message if event is not None else None
+            if where is None or where.topic != stage_name:
+                # Joined straight from its source record, or sent by a stage in this batch: the
+                # letter holds stage messages, whose place is the key's stage partition.
                 where = SimpleNamespace(topic=stage_name, partition=partition, offset=None, key=key.encode(),
                                         value=None, headers=getattr(where, "headers", None))
             await send_dead_letter(topics.dlq, where, f"stage.{entity}",
@@ -251,13 +282,13 @@ def _register(app: faust.App, topics: Topics, ingest: Ingest, stages: dict[str, 
             count_stale(entity, key, pos, state_pos)
         for send in result.sends:
             send.message["e"] = send.entity
-            await outbox.add(stage_name, partition_for(send.key), send.message)
+            await route(send.message, partition_for(send.key), 1)
         for row in result.rows:
             await outbox.add(topics.sink_name, partition_for(row.sink_key), row.encode())
         for broadcast in result.broadcasts:
             for send in expand(broadcast, store, partition_for, CHUNK):
                 send.message["e"] = send.entity
-                await outbox.add(stage_name, partition_for(send.key), send.message, len(send.message["k"]))
+                await route(send.message, partition_for(send.key), len(send.message["k"]))
 
     @app.agent(topics.stage_input, name="cdcapp.stage")
     async def join(stream: faust.StreamT) -> None:

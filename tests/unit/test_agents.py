@@ -63,6 +63,14 @@ class Captured:
                 return
         raise AssertionError("the agent sent nothing")
 
+    async def until(self, what: str, check: Any) -> None:
+        """Until ``check()`` holds: the agent handles records a batch at a time."""
+        for _ in range(500):
+            if check():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"never: {what}")
+
 
 def hold(cdc_app: CdcApp, monkeypatch: pytest.MonkeyPatch, *partitions: int) -> None:
     """The stage partitions this worker holds, as its consumer's assignment, all read to their end."""
@@ -226,8 +234,11 @@ async def test_dropped_changes_are_counted_by_source_and_reason_and_a_rewind_is_
         "positions restarted, see docs/operations.md"]
 
 
-async def test_a_subscription_is_answered_with_the_parents_projection(cdc_app: CdcApp, captured: Captured) -> None:
+async def test_a_subscription_is_answered_with_the_parents_projection(
+        cdc_app: CdcApp, captured: Captured, monkeypatch: pytest.MonkeyPatch) -> None:
     partition = partition_of("postgres|3", PARTITIONS)
+    assert partition_of("postgres|11", PARTITIONS) != partition
+    hold(cdc_app, monkeypatch, partition)  # the child's partition is another worker's
     product = {"id": 3, "name": "Lamp", "category": "home", "price": "9.90", "created_at": "2024-01-01 00:00:00"}
     async with stage_agent(cdc_app) as context:
         await context.put(value=stage_record("products", change("postgres|3", "c", product, 1, 1)), partition=partition)
@@ -258,3 +269,61 @@ async def test_a_stage_message_for_no_entity_of_the_spec_is_dead_lettered_and_th
     assert [m.get("e") for m in orjson.loads(base64.b64decode(letter["value_b64"]))] == ["invoices", None]
     rows = [row for _, record in captured.records("cdcapp.sink") for row in record]
     assert [(table, key) for table, key, _, _ in rows] == [("dim_customer", "postgres|9")]
+
+
+def debezium_row(table: str, after: dict, lsn: int) -> bytes:
+    return orjson.dumps({
+        "before": None, "after": after, "op": "c", "ts_ms": 1_700_000_000_100,
+        "source": {"connector": "postgresql", "name": "postgres", "table": table, "lsn": lsn,
+                   "ts_ms": 1_700_000_000_000, "snapshot": "false"},
+    })
+
+
+async def put_order_with_item(cdc_app: CdcApp, context: Any, product: int, order: int, item: int) -> None:
+    """Customer 7, and a product, an order of it and an item of both, each created once."""
+    await put_source(cdc_app, context, "customers", b'{"id":7}', debezium_customer("c", CUSTOMER, 10))
+    await put_source(cdc_app, context, "products", b"{}", debezium_row("products", {
+        "id": product, "name": "Lamp", "category": "home", "price": "9.90", "created_at": "2024-01-01T00:00:00Z"}, 11))
+    await put_source(cdc_app, context, "orders", b"{}", debezium_row("orders", {
+        "id": order, "customer_id": 7, "order_date": "2024-01-02T00:00:00Z", "status": "paid", "total": "19.80"}, 12))
+    await put_source(cdc_app, context, "order_items", b"{}", debezium_row("order_items", {
+        "id": item, "order_id": order, "product_id": product, "quantity": 2, "price": "9.90"}, 13))
+
+
+async def test_messages_between_stages_of_partitions_this_worker_holds_are_applied_in_the_same_batch(
+        cdc_app: CdcApp, captured: Captured) -> None:
+    async with stage_agent(cdc_app) as context:
+        await put_order_with_item(cdc_app, context, product=3, order=5, item=11)
+        await captured.until("the item's fact row", lambda: any(
+            row[0] == "fact_order" for _, record in captured.records("cdcapp.sink") for row in record))
+    assert captured.records("cdcapp.stage") == [], "subs and infos never left the worker"
+    facts = [(key, row["customer_city"], row["product_name"], row["_version"])
+             for _, record in captured.records("cdcapp.sink") for table, key, row, _ in record if table == "fact_order"]
+    assert facts[-1] == ("postgres|11", "Lyon", "Lamp", 13)
+    store = cdc_app.pipeline.stage_tables["products"].store(partition_of("postgres|3", PARTITIONS))
+    assert list(store.children("postgres|3")) == [("order_items", "product", "postgres|11")]
+
+
+async def test_messages_for_a_partition_not_caught_up_since_the_rebalance_go_through_the_stage_topic_tracked(
+        cdc_app: CdcApp, captured: Captured, monkeypatch: pytest.MonkeyPatch) -> None:
+    behind = partition_of("postgres|21", PARTITIONS)  # the product's: its older records are not handled yet
+    assert behind not in (partition_of("postgres|25", PARTITIONS), partition_of("postgres|24", PARTITIONS))
+    stage = cdc_app.pipeline.topics.stage_name
+
+    async def ends(*tps: TP) -> dict[TP, int]:
+        return {tp: 5 if tp.partition == behind else 0 for tp in tps}
+
+    monkeypatch.setattr(cdc_app.consumer, "highwaters", ends)
+    monkeypatch.setattr(cdc_app.consumer, "_committed_offset", {})
+    await cdc_app.on_partitions_assigned.send(assigned=set())  # what the agent caught up on is forgotten
+    async with stage_agent(cdc_app) as context:
+        await put_order_with_item(cdc_app, context, product=21, order=25, item=24)
+        await captured.until("the item's sub to its product", lambda: any(
+            m["t"] == "sub" for _, record in captured.records(stage) for m in record))
+        await captured.settled()
+    sent = [m for partition, record in captured.records(stage) for m in record]
+    assert {(m["t"], m["e"], m["k"]) for m in sent} == {("chg", "products", "postgres|21"),
+                                                         ("sub", "products", "postgres|21")}
+    assert all(m.get("via") for m in sent), "tracked, so that the key's next messages follow it"
+    facts = [key for _, record in captured.records("cdcapp.sink") for table, key, _, _ in record if table == "fact_order"]
+    assert "postgres|24" not in facts, "the item waits for its product"

@@ -46,3 +46,12 @@ def test_machine_busy_is_a_share_of_the_machines_time_that_grows_with_work() -> 
     busy, total = machine_cpu()
     assert 0 < busy - busy_before <= total - total_before
     assert busy - busy_before >= 0.15 * os.sysconf("SC_CLK_TCK")
+
+
+def test_a_marker_joined_within_one_batch_has_no_sub_or_info_on_the_topic_and_those_steps_take_no_time() -> None:
+    markers = Markers(SimpleNamespace(name="bench1"), "db")  # type: ignore[arg-type]
+    markers.committed[1], markers.published[1], markers.seen[1] = 1000.0, 1000.1, 1000.6
+    summary = hop_summary(markers, {"subscribed": {}, "joined": {}, "fact": {"bench1|1": 1000.3}})
+    assert (summary["traced"], summary["joined_in_batch"]) == (1, 1)
+    assert [summary[step]["p50_s"] for step in ("published->subscribed", "subscribed->joined", "joined->fact")] \
+        == [0.2, 0.0, 0.0]

@@ -350,12 +350,21 @@ class HopTrace:
 
 def hop_summary(markers: Markers, traced: dict[str, dict[str, float]]) -> dict[str, Any]:
     """p50/p99 of each step between consecutive hops over the markers traced end to end, and the
-    mean of each step over the slowest 1 % of them (where a tail comes from)."""
+    mean of each step over the slowest 1 % of them (where a tail comes from); ``joined_in_batch``:
+    markers whose sub or info did not go through the stage topic (their steps take no time)."""
     ways = []
+    in_batch = 0
     for item, committed in markers.committed.items():
         key = f"{markers.source.name}|{item}"
         way = [committed, markers.published.get(item), *(traced[hop].get(key) for hop in HOPS[2:-1]),
                markers.seen.get(item)]
+        if way[-2] is not None and None in way[2:-2]:
+            # Its sub or info never crossed the stage topic: the batch that made its fact row
+            # applied them (one worker holding both partitions), so they took place at that time.
+            in_batch += 1
+            for i in (3, 2):
+                if way[i] is None:
+                    way[i] = way[i + 1]
         if None not in way:
             ways.append([b - a for a, b in zip(way, way[1:])])
     if not ways:
@@ -363,7 +372,7 @@ def hop_summary(markers: Markers, traced: dict[str, dict[str, float]]) -> dict[s
     ways.sort(key=sum)
     tail = ways[-max(1, len(ways) // 100):]
     steps = [f"{a}->{b}" for a, b in zip(HOPS, HOPS[1:])]
-    return {"traced": len(ways), **{step: {
+    return {"traced": len(ways), "joined_in_batch": in_batch, **{step: {
         "p50_s": _percentile([w[i] for w in ways], 0.5), "p99_s": _percentile([w[i] for w in ways], 0.99),
         "slowest_1pct_mean_s": round(statistics.mean(w[i] for w in tail), 3)} for i, step in enumerate(steps)}}
 
@@ -455,7 +464,7 @@ def freshness(drained: Drained, rates: list[float], duration_s: float, echo: Ech
              f"{result['worker_cpu_us_per_change']:.0f} µs of worker CPU per change, machine "
              f"{result['machine_busy']:.0%} busy")
         for step, times in result["hops"].items():
-            if step != "traced":
+            if step not in ("traced", "joined_in_batch"):
                 echo(f"  {step:22} p50 {times['p50_s']}s  p99 {times['p99_s']}s  "
                      f"slowest 1 %: {times['slowest_1pct_mean_s']}s")
         results.append(result)
