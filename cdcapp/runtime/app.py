@@ -13,6 +13,7 @@ See docs/architecture.md for the design.
 from __future__ import annotations
 
 import gc
+import sys
 import logging
 import os
 from dataclasses import dataclass
@@ -86,6 +87,7 @@ def tune_garbage_collector() -> None:
     """
     gc.freeze()
     gc.set_threshold(10_000, 20, 20)
+    sys.setswitchinterval(0.001)
 
 
 def create_app(settings: Settings, spec: Spec | None = None) -> CdcApp:
