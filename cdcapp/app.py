@@ -18,7 +18,7 @@ def _app() -> Any:
     from cdcapp.clickhouse.generation import GenerationError, resolve
     from cdcapp.config import get_settings
     from cdcapp.model.spec import SpecError, load_spec
-    from cdcapp.runtime.app import create_app, tune_garbage_collector
+    from cdcapp.runtime.app import create_app, tune_interpreter
     from cdcapp.stack.prometheus import announce
 
     def echo(line: str) -> None:
@@ -35,7 +35,7 @@ def _app() -> Any:
     # The native stack's Prometheus finds the workers of this machine by these files.
     target = announce(settings, settings.app_id, settings.web_host, settings.web_port)
     atexit.register(target.unlink, missing_ok=True)
-    tune_garbage_collector()
+    tune_interpreter()
     return app
 
 
