@@ -55,6 +55,10 @@ CHUNK = 1000
 #: messages between stages (an info counted per child) that one batch applies itself rather than
 #: sending them through the stage topic: bounds a batch's time and memory under a large fan-out
 LOCAL_MESSAGES_PER_BATCH = 20_000
+#: a batch carrying more messages than this is a backlog being worked off: its messages between
+#: stages go through the stage topic, where they wait with the others and are applied in later,
+#: larger groups per key (an order's changes reach its items once, not once per batch)
+BACKLOG_MESSAGES = 1_000
 #: how long a batch waits for the end offsets of the partitions a rebalance gave it, and how long
 #: after a failure it asks again; meanwhile their changes go through the stage topic
 END_OFFSETS_TIMEOUT_S = 5.0
@@ -218,8 +222,10 @@ def _register(app: faust.App, topics: Topics, ingest: Ingest, stages: dict[str, 
             await gather(event, event.message.partition, batch, gathered, received)
         # Messages between stages whose partitions this worker holds are applied in this batch, in
         # rounds (a sub, its info back, the fact row), instead of a round trip through the stage
-        # topic each; at most LOCAL_MESSAGES_PER_BATCH of them, so that a broadcast to many children streams.
-        room = LOCAL_MESSAGES_PER_BATCH
+        # topic each; at most LOCAL_MESSAGES_PER_BATCH of them, so that a broadcast to many
+        # children streams, and none in a backlog.
+        carried = sum(len(batch) for per_entity in gathered.values() for batch in per_entity.values())
+        room = allowed = LOCAL_MESSAGES_PER_BATCH if carried <= BACKLOG_MESSAGES else 0
         while gathered:
             local: dict[int, dict[str, list[Message]]] = {}
 
@@ -235,7 +241,7 @@ def _register(app: faust.App, topics: Topics, ingest: Ingest, stages: dict[str, 
                 for entity, batch in per_entity.items():
                     await _apply(entity, partition, batch, received.get(partition, []), outbox, route)
             gathered = local
-        LOCAL_MESSAGES.inc(LOCAL_MESSAGES_PER_BATCH - room)
+        LOCAL_MESSAGES.inc(allowed - room)
         for entity_tables in tables.values():
             await entity_tables.flush(app.producer)
         await outbox.flush()

@@ -21,6 +21,7 @@ import pytest
 from faust.types import TP
 
 from cdcapp.model.messages import change, partition_of, subscription
+from cdcapp.runtime import stage as stage_module
 from cdcapp.runtime.app import CdcApp
 from cdcapp.runtime.metrics import STALE_CHANGES
 
@@ -327,3 +328,18 @@ async def test_messages_for_a_partition_not_caught_up_since_the_rebalance_go_thr
     assert all(m.get("via") for m in sent), "tracked, so that the key's next messages follow it"
     facts = [key for _, record in captured.records("cdcapp.sink") for table, key, _, _ in record if table == "fact_order"]
     assert "postgres|24" not in facts, "the item waits for its product"
+
+
+async def test_a_batch_carrying_a_backlog_sends_its_messages_between_stages_through_the_stage_topic_tracked(
+        cdc_app: CdcApp, captured: Captured, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stage_module, "BACKLOG_MESSAGES", 0)  # every batch is a backlog
+    async with stage_agent(cdc_app) as context:
+        await put_order_with_item(cdc_app, context, product=31, order=33, item=30)
+        await captured.until("the item's subs", lambda: sum(
+            m["t"] == "sub" and m["ck"] == "postgres|30" for _, record in captured.records("cdcapp.stage")
+            for m in record) == 2)
+        await captured.settled()
+    sent = [m for _, record in captured.records("cdcapp.stage") for m in record]
+    assert all(m.get("via") for m in sent), "tracked, so that the key's next messages follow it"
+    assert {(m["t"], m["e"], m["k"]) for m in sent if m["t"] == "sub" and m["ck"] == "postgres|30"} == {
+        ("sub", "orders", "postgres|33"), ("sub", "products", "postgres|31")}
