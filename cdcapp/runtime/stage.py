@@ -4,9 +4,11 @@ entity's ``EntityStage`` over that entity's tables.
 A batch of records (``batching.each_batch``) is decoded - source records into ``chg`` messages
 (``runtime.ingest``), stage records into the messages they carry - and its messages gathered per
 partition and entity (``e``) and applied with ``apply_batch`` against that partition's tables
-(``tables.PartitionStore``); then the table writes go to the changelogs, the outputs (messages to
-the stages, sink rows, the expansion of every broadcast over its subscription entries) go out as
-batch records (``outbox.Outbox``), and only then are the records acknowledged.
+(``tables.PartitionStore``). The messages this emits for other keys (subscriptions, the
+expansion of every broadcast over its subscription entries) are applied in further rounds of the
+same batch when this worker holds their partitions, and sent otherwise. Then the table writes go
+to the changelogs, the outputs that leave the worker (sink rows, messages for other workers) go
+out as batch records (``outbox.Outbox``), and only then are the records acknowledged.
 
 A change is joined in the batch that reads it when this worker holds its key's stage partition
 (always, with one worker), and is sent to the stage topic for the worker that does otherwise: a
@@ -15,7 +17,9 @@ state in order - a change's row is completed from the state (the values PostgreS
 an update), and a streamed change overrides a snapshot row whatever its position - so after a
 rebalance a partition joins source changes directly only once its older stage records, which
 may hold the same keys' earlier changes, are handled, and a key this worker sent through the
-stage topic only once that change is back (``Handover``).
+stage topic only once that change is back (``Handover``). Messages between stages follow the
+same rule, for the same reason: a message sent through the stage topic must not be overtaken by
+a later one of the same sender applied here.
 """
 
 from __future__ import annotations
@@ -65,7 +69,8 @@ END_OFFSETS_TIMEOUT_S = 5.0
 
 
 class Handover:
-    """Which source changes this worker joins straight away, and which go through the stage topic.
+    """Which source changes (and messages between stages) this worker applies straight away, and
+    which go through the stage topic.
 
     Before a rebalance, the changes of a partition this worker did not hold went to the stage
     topic; afterwards such a change may still wait there unread while this worker reads the
@@ -75,7 +80,8 @@ class Handover:
     changes go through the stage topic too, behind the older ones, and a key this worker sent
     that way keeps going that way until the last change it sent is back. Only this worker sends
     a key's changes (it holds the key's source partition); its sends carry a token of the current
-    assignment (``via``), so that the previous owners' do not count as its own.
+    assignment (``via``), so that the previous owners' do not count as its own. A message between
+    stages is tracked by the keys it is for (an ``info`` names several).
     """
 
     def __init__(self, app: faust.App, stage_topic: str) -> None:
