@@ -13,9 +13,9 @@ See docs/architecture.md for the design.
 from __future__ import annotations
 
 import gc
-import sys
 import logging
 import os
+import sys
 from dataclasses import dataclass
 
 import faust

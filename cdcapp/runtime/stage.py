@@ -138,9 +138,7 @@ class Handover:
         take more (if not, it is sent, and tracked like any other send)."""
         if partition not in held:
             return False
-        keys = message["k"]
-        if keys.__class__ is str:
-            keys = (keys,)
+        keys = _receivers(message)
         in_flight = self.in_flight
         if room and partition in self.ready and not any(key in in_flight for key in keys):
             return True
@@ -157,13 +155,18 @@ class Handover:
             in_flight, token = self.in_flight, self.token
             for message in messages:
                 if message.__class__ is dict and message.get("via") == token:
-                    keys = message.get("k")
-                    for key in (keys,) if keys.__class__ is str else keys:
+                    for key in _receivers(message):
                         count = in_flight.get(key, 0)
                         if count > 1:
                             in_flight[key] = count - 1
                         else:
                             in_flight.pop(key, None)
+
+
+def _receivers(message: Message) -> tuple[str, ...] | list[str]:
+    """The keys a stage message is for: one, or the children an ``info`` names."""
+    keys = message["k"]
+    return (keys,) if keys.__class__ is str else keys
 
 
 def register(app: faust.App, spec: Spec, topics: Topics, partitions: int, linger_s: float,
@@ -232,17 +235,18 @@ def _register(app: faust.App, topics: Topics, ingest: Ingest, stages: dict[str, 
         # children streams, and none in a backlog.
         carried = sum(len(batch) for per_entity in gathered.values() for batch in per_entity.values())
         room = allowed = LOCAL_MESSAGES_PER_BATCH if carried <= BACKLOG_MESSAGES else 0
+        local: dict[int, dict[str, list[Message]]] = {}
+
+        async def route(message: Message, partition: int, weight: int) -> None:
+            nonlocal room
+            if handover.joins_here(message, partition, held, room >= weight):
+                room -= weight
+                local.setdefault(partition, {}).setdefault(message["e"], []).append(message)
+            else:
+                await outbox.add(stage_name, partition, message, weight)
+
         while gathered:
-            local: dict[int, dict[str, list[Message]]] = {}
-
-            async def route(message: Message, partition: int, weight: int) -> None:
-                nonlocal room
-                if handover.joins_here(message, partition, held, room >= weight):
-                    room -= weight
-                    local.setdefault(partition, {}).setdefault(message["e"], []).append(message)
-                else:
-                    await outbox.add(stage_name, partition, message, weight)
-
+            local = {}
             for partition, per_entity in gathered.items():
                 for entity, batch in per_entity.items():
                     await _apply(entity, partition, batch, received.get(partition, []), outbox, route)
