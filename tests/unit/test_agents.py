@@ -92,12 +92,17 @@ def captured(cdc_app: CdcApp, monkeypatch: pytest.MonkeyPatch) -> Captured:
     return capture
 
 
-def debezium_customer(op: str, after: dict | None, lsn: int) -> bytes:
+def debezium_row(table: str, after: dict | None, lsn: int, op: str = "c") -> bytes:
+    """A PostgreSQL change event of ``table`` as Debezium writes it (without its schema)."""
     return orjson.dumps({
         "before": None, "after": after, "op": op, "ts_ms": 1_700_000_000_100,
-        "source": {"connector": "postgresql", "name": "postgres", "table": "customers", "lsn": lsn,
+        "source": {"connector": "postgresql", "name": "postgres", "table": table, "lsn": lsn,
                    "ts_ms": 1_700_000_000_000, "snapshot": "false"},
     })
+
+
+def debezium_customer(op: str, after: dict | None, lsn: int) -> bytes:
+    return debezium_row("customers", after, lsn, op)
 
 
 CUSTOMER = {"id": 7, "email": "a@b", "name": "Ann", "country": "FR", "city": "Lyon",
@@ -161,12 +166,8 @@ async def test_ingest_skips_tombstones_and_dead_letters_garbage(cdc_app: CdcApp,
 
 
 def debezium_item(item_id: int, quantity: object, price: object) -> bytes:
-    return orjson.dumps({
-        "before": None, "op": "c", "ts_ms": 1_700_000_000_100,
-        "after": {"id": item_id, "order_id": 1, "product_id": 1, "quantity": quantity, "price": price},
-        "source": {"connector": "postgresql", "name": "postgres", "table": "order_items", "lsn": 100 + item_id,
-                   "ts_ms": 1_700_000_000_000, "snapshot": "false"},
-    })
+    return debezium_row("order_items", {"id": item_id, "order_id": 1, "product_id": 1, "quantity": quantity,
+                                        "price": price}, 100 + item_id)
 
 
 async def test_values_clickhouse_cannot_hold_are_dead_lettered_by_name_and_the_rest_flows(
@@ -270,14 +271,6 @@ async def test_a_stage_message_for_no_entity_of_the_spec_is_dead_lettered_and_th
     assert [m.get("e") for m in orjson.loads(base64.b64decode(letter["value_b64"]))] == ["invoices", None]
     rows = [row for _, record in captured.records("cdcapp.sink") for row in record]
     assert [(table, key) for table, key, _, _ in rows] == [("dim_customer", "postgres|9")]
-
-
-def debezium_row(table: str, after: dict, lsn: int) -> bytes:
-    return orjson.dumps({
-        "before": None, "after": after, "op": "c", "ts_ms": 1_700_000_000_100,
-        "source": {"connector": "postgresql", "name": "postgres", "table": table, "lsn": lsn,
-                   "ts_ms": 1_700_000_000_000, "snapshot": "false"},
-    })
 
 
 async def put_order_with_item(cdc_app: CdcApp, context: Any, product: int, order: int, item: int) -> None:
