@@ -12,11 +12,13 @@ is partitioned by the entity's own key. A stage keeps, per key:
 Parents keep one subscription entry per (parent, child entity, reference, child): a child sends
 ``sub`` when its foreign key starts pointing at a parent and ``unsub`` when it stops. A parent
 tells its subscribers its view when the view changes (a *broadcast*, expanded by the caller over
-the subscription entries, however many there are), and answers a new subscriber with it. A child
+the subscription entries, however many there are), and answers a new subscriber with it (a row
+never seen has nothing to answer with: no view, no version). A child
 takes an ``info`` only from the parent it points at now, and only if it is not older than what
 it holds, so late messages of a previous foreign key never win; an ``info`` from a parent it no
 longer points at is answered with an ``unsub``, which heals a subscription whose ``unsub`` was
-lost. Deleting a row, or a missing parent, makes the view ``None`` (inner join); the fact row
+lost (not from the parent it left last, whose ``unsub`` went out with the move and goes out
+again with any replay of it). Deleting a row, or a missing parent, makes the view ``None`` (inner join); the fact row
 then becomes a deleted row.
 
 Messages are processed per key in *groups*: all the messages of a batch for one key, in order,
@@ -226,8 +228,11 @@ class EntityStage:
             view = views.last if views is not None else self.view(state)
             if force or (views is not None and views.dirty):
                 out.broadcasts.append(Broadcast(key, view, state["v"], ts))
-            else:
-                version = state["v"] if before else NO_VERSION
+            elif before is not None:
+                # A row never seen before has nothing to answer with (no view, no version): the
+                # subscriber holds exactly that already, and gets the view in a broadcast once there
+                # is one. (A quarter of a drain's answers to new order items.)
+                version = state["v"]
                 for child_entity, ref, child_key in new_subscribers:
                     if subscriptions[(child_entity, ref, child_key)]:
                         out.sends.append(Send(child_entity, child_key,
@@ -289,8 +294,11 @@ class EntityStage:
         if slot is None:
             return "orphan"
         if slot["key"] != parent:
-            # This row no longer points at that parent: tell it, in case its unsub was lost.
-            parents.setdefault((ref, parent), "unsub")
+            # This row no longer points at that parent: tell it, in case its unsub was lost - unless
+            # it is the parent the row left last, whose unsub went out then (and goes out again
+            # with any replay of that change): a broadcast crossing that unsub is no sign of loss.
+            if parent != slot.get("prev"):
+                parents.setdefault((ref, parent), "unsub")
             return "orphan"
         if msg["v"] < slot["v"]:
             return "stale"

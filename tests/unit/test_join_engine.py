@@ -152,3 +152,24 @@ def test_a_dropped_change_is_reported_with_both_positions() -> None:
     state = Processed(stage, "pg|3", None, [product_at("New", 1000)]).state
     old = Processed(stage, "pg|3", state, [product_at("Old", 7)])
     assert old.state["row"]["name"] == "New" and old.out.stale == [("pg|3", 7, 1000)]
+
+
+def test_a_row_never_seen_answers_no_subscriber_and_broadcasts_once_it_has_a_view() -> None:
+    stage = EntityStage(PLANS["products"])
+    sub = subscription("sub", "pg|3", "order_items", "product", "pg|11", 1)
+    early = Processed(stage, "pg|3", None, [sub])
+    assert not early.sends and not early.changed, "nothing to tell: the child holds no view and no version already"
+    assert early.result.subscriptions == {("order_items", "product", "pg|11"): True}
+    arrived = Processed(stage, "pg|3", None, [change("pg|3", "c", PRODUCT, 10, 2)])
+    assert arrived.broadcast is not None and arrived.broadcast.view == PRODUCT_VIEW
+
+
+def test_an_info_from_the_parent_the_row_just_left_is_not_answered_again() -> None:
+    """The unsub went out with the move (and again with any replay of it); a broadcast that
+    crossed it on the way is no sign that it was lost."""
+    stage = EntityStage(PLANS["order_items"])
+    state = Processed(stage, "pg|11", None, [change("pg|11", "c", ITEM, 10, 1)]).state
+    moved = Processed(stage, "pg|11", state, [change("pg|11", "u", {**ITEM, "order_id": 6}, 11, 1)])
+    assert ("pg|5", "unsub") in [(s.key, s.message["t"]) for s in moved.sends]
+    crossed = Processed(stage, "pg|11", moved.state, [info(["pg|11"], "order", "pg|5", ORDER_VIEW, 8, 2)])
+    assert not crossed.sends and not crossed.changed
