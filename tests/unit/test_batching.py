@@ -80,3 +80,20 @@ async def test_a_batch_that_cannot_be_handled_crashes_the_worker_unacknowledged(
 def test_a_failed_batch_is_named_by_where_its_records_are() -> None:
     batch = [event("oltp.orders", 1, 7), event("oltp.orders", 0, 3), event("oltp.orders", 1, 9), event("x", 2, 5)]
     assert positions(batch) == "oltp.orders[0]@3, oltp.orders[1]@7..9, x[2]@5"
+
+
+async def test_cyclic_collection_waits_while_a_batch_is_handled_and_resumes_after_it() -> None:
+    import gc
+
+    stream = Stream([event("t", 0, 1), event("t", 0, 2)])
+    seen: list[bool] = []
+
+    async def handle(batch: list[Any]) -> None:
+        seen.append(gc.isenabled())
+        if batch[0].message.offset == 2:
+            raise RuntimeError("broken")
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError):
+        await each_batch(stream, handle, max_events=1, linger_s=0.0)
+    assert seen == [False, False] and gc.isenabled(), "enabled again after each batch, a failed one too"
