@@ -123,7 +123,11 @@ class EntityStage:
         if state is None or not state["live"]:
             return False
         slots = state["refs"]
-        return any(slots[name]["key"] is not None and slots[name]["view"] is None for name in self.refs)
+        for name in self.refs:
+            slot = slots[name]
+            if slot["key"] is not None and slot["view"] is None:
+                return True
+        return False
 
     def _fact_input(self, state: State | None) -> tuple[list[Any], list[Any]] | None:
         """What this row's fact rows are computed from (None: no inner-join row); comparing it
@@ -134,8 +138,7 @@ class EntityStage:
         views = [slots[name]["view"] for name in self.refs]
         if None in views:
             return None
-        row = state["row"]
-        return [row.get(c) for c in self.plan.fact_columns], views
+        return list(map(state["row"].get, self.plan.fact_columns)), views
 
     def _fact_rows(self, state: State) -> list[dict[str, Any] | None]:
         if self._fact_input(state) is None:
@@ -155,7 +158,9 @@ class EntityStage:
         outcomes go to ``out``; the new state and the subscription changes are returned."""
         outcomes = out.outcomes
         before = state
-        state = _copy(state) if state is not None else self._new_state()
+        # Copied when the first own change or info may change it: a group of subscriptions only
+        # (a parent's new children) reads nothing of it.
+        copied = False
         parents: dict[tuple[str, str], str] = {}  # (ref, parent key) -> last of "sub" / "unsub"
         subscriptions: dict[tuple[str, str, str], bool] = {}
         new_subscribers: list[tuple[str, str, str]] = []
@@ -174,6 +179,9 @@ class EntityStage:
             if message_ts > ts:
                 ts = message_ts
             kind = message["t"]
+            if not copied and (kind == "chg" or kind == "info"):
+                state = _copy(before) if before is not None else self._new_state()
+                copied = True
             if kind == "chg":
                 outcome = self._on_change(key, state, message, parents)
                 if outcome == "stale":
@@ -267,7 +275,7 @@ class EntityStage:
             slot = state["refs"][name]
             target = None
             if live:
-                values = [state["row"].get(c) for c in ref.columns]
+                values = list(map(state["row"].get, ref.columns))
                 if all(v is not None and v != UNAVAILABLE_MARK for v in values):
                     target = entity_key(source, values)
             if target == slot["key"]:
@@ -311,13 +319,17 @@ class EntityStage:
 
     # ------------------------------------------------------------------ rows
     def _fact_outputs(self, key: str, state: State, source: str, ts: int, rows: list[SinkRow]) -> None:
-        meta = {"_source": source, "_version": state["v"]}
+        version = state["v"]
         for fact, row in zip(self.plan.facts, self._fact_rows(state)):
             if row is not None:
-                rows.append(SinkRow(fact.table, key, {**row, **meta, "_is_deleted": 0}, ts))
+                deleted = 0
             elif state["row"] is not None:
-                deleted = {**fact.deleted_row(state["row"]), **meta, "_is_deleted": 1}
-                rows.append(SinkRow(fact.table, key, deleted, ts))
+                row, deleted = fact.deleted_row(state["row"]), 1
+            else:
+                continue
+            # Both are new dicts of their own.
+            row["_source"], row["_version"], row["_is_deleted"] = source, version, deleted
+            rows.append(SinkRow(fact.table, key, row, ts))
 
     def _dimension_rows(self, key: str, state: State, source: str, ts: int, rows: list[SinkRow]) -> None:
         image = state["row"] or {}

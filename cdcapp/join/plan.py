@@ -18,6 +18,7 @@ join along the fact paths.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from decimal import Decimal
 from typing import Any, Callable
 
@@ -49,11 +50,17 @@ class FactShape:
             out[name] = column_type.computed(compute(out))
         return out
 
-    def deleted_row(self, own: dict[str, Any]) -> dict[str, Any]:
-        """Only the key matters in a deleted row; the rest is filler of the right type."""
+    @cached_property
+    def _filler(self) -> dict[str, Any]:
         out = {name: column_type.default for name, _, _, column_type in self.paths}
         out.update({name: column_type.default for name, _, column_type in self.measures})
-        out.update({name: own[column] for name, column in self.key_paths})
+        return out
+
+    def deleted_row(self, own: dict[str, Any]) -> dict[str, Any]:
+        """Only the key matters in a deleted row; the rest is filler of the right type."""
+        out = dict(self._filler)
+        for name, column in self.key_paths:
+            out[name] = own[column]
         return out
 
 

@@ -43,6 +43,8 @@ _FIRST_DAY = date(1970, 1, 1)
 _LAST_DAY = date(2105, 12, 31)
 # Decimal(38, S) needs more than the default 28 digits of precision to be quantized exactly.
 _WIDE = Context(prec=80)
+#: scale -> the exponent a decimal of that scale is quantized to
+_EXPONENTS = tuple(Decimal(1).scaleb(-scale) for scale in range(39))
 
 
 class TypeSpecError(ValueError):
@@ -96,7 +98,12 @@ class ColumnType:
         if self.kind == "decimal" and isinstance(value, (Decimal, float)) and not isinstance(value, bool):
             number = value if isinstance(value, Decimal) else Decimal(repr(value))
             if number.is_finite():
-                value = number.quantize(Decimal(1).scaleb(-self.scale), context=_WIDE)
+                # Already at the type's scale: only the digits are left to check (a fact row's
+                # measure, computed on every fact row).
+                try:
+                    return _decimal_text(self, number.quantize(_EXPONENTS[self.scale], context=_WIDE))
+                except ValueError as exc:
+                    raise ValueTypeError(f"{value!r} is not a valid {self.name}: {exc}") from None
         return self.canonical(value)
 
     @property
@@ -159,10 +166,16 @@ def _canonical_decimal(t: ColumnType, value: Any) -> str:
     number = value if isinstance(value, Decimal) else Decimal(str(value))
     if not number.is_finite():
         raise ValueError("not a finite number")
-    quantized = number.quantize(Decimal(1).scaleb(-t.scale), context=_WIDE)
+    quantized = number.quantize(_EXPONENTS[t.scale], context=_WIDE)
     if quantized != number:
         raise ValueError(f"more than {t.scale} decimal places (it would be rounded)")
-    if len(quantized.as_tuple().digits) > t.precision:
+    return _decimal_text(t, quantized)
+
+
+def _decimal_text(t: ColumnType, quantized: Decimal) -> str:
+    """A decimal already at the type's scale, checked for its digits and written canonically."""
+    # adjusted() is the exponent of the leading digit: digits = adjusted + scale + 1 (zero: 1 digit).
+    if quantized and quantized.adjusted() + t.scale + 1 > t.precision:
         raise ValueError(f"more than {t.precision} digits")
     # Fixed notation with exactly S decimals (str() would write 1E-7), and zero has one sign.
     return format(quantized if quantized else abs(quantized), "f")
