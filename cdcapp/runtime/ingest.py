@@ -68,14 +68,15 @@ class Ingest:
             self.by_topic[topics.sources[entity]] = (shaper, {op: SOURCE_EVENTS.labels(entity, op) for op in ops})
 
     async def messages(self, event: faust.EventT) -> list[Message]:
-        shaper, counts = self.by_topic[event.message.topic]
+        shaper, counters = self.by_topic[event.message.topic]
         epochs, out = self.epochs, []
+        counts = dict.fromkeys(counters, 0)
         # The fetch loop delivers a run of source records as one message (runtime/faust/bulk.py).
         for record in getattr(event.message, "records", None) or (event.message,):
             try:
                 change = await decode_synced(shaper, self.schema, record.key, record.value)
                 if change is None:
-                    counts["tombstone"].inc()
+                    counts["tombstone"] += 1
                     continue
                 if epochs:
                     change = replace(change, position=epochs.position(
@@ -84,7 +85,10 @@ class Ingest:
             except DecodeError as exc:
                 await send_dead_letter(self.dlq, record, "ingest", exc)
                 continue
-            counts[change.op].inc()
+            counts[change.op] += 1
             message["e"] = shaper.entity
             out.append(message)
+        for op, count in counts.items():
+            if count:
+                counters[op].inc(count)
         return out

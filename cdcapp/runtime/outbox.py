@@ -20,22 +20,25 @@ MAX_WEIGHT = 2_000
 class Outbox:
     def __init__(self, producer: Any) -> None:
         self.producer = producer
+        #: (topic, partition) -> [its messages, their weight]
         self.lists: dict[tuple[str, int], list[Any]] = {}
-        self.weights: dict[tuple[str, int], int] = {}
         self.records = 0
 
     async def add(self, topic: str, partition: int, message: Any, weight: int = 1) -> None:
         """``weight``: what the message holds (an info for 1,000 children weighs 1,000)."""
         destination = (topic, partition)
-        self.lists.setdefault(destination, []).append(message)
-        self.weights[destination] = self.weights.get(destination, 0) + weight
-        if self.weights[destination] >= MAX_WEIGHT:
-            del self.weights[destination]
-            await self._send(topic, partition, self.lists.pop(destination))
+        held = self.lists.get(destination)
+        if held is None:
+            held = self.lists[destination] = [[], 0]
+        held[0].append(message)
+        held[1] += weight
+        if held[1] >= MAX_WEIGHT:
+            del self.lists[destination]
+            await self._send(topic, partition, held[0])
 
     async def flush(self) -> None:
-        lists, self.lists, self.weights = self.lists, {}, {}
-        for (topic, partition), messages in lists.items():
+        lists, self.lists = self.lists, {}
+        for (topic, partition), (messages, _) in lists.items():
             await self._send(topic, partition, messages)
 
     async def _send(self, topic: str, partition: int, messages: list[Any]) -> None:

@@ -62,7 +62,8 @@ class TableIO:
 
     def __init__(self, table: RawBytesTable) -> None:
         self.table = table
-        self.pending: list[tuple[int, bytes, bytes | None]] = []
+        #: partition -> the changelog records not sent yet, in order
+        self.pending: dict[int, list[tuple[bytes, bytes | None]]] = {}
         #: partition -> key -> value (None: delete) not yet written to RocksDB
         self.unwritten: dict[int, dict[bytes, bytes | None]] = {}
 
@@ -93,7 +94,10 @@ class TableIO:
             if unwritten is None:
                 unwritten = self.unwritten[partition] = {}
             unwritten[key] = value
-        self.pending.append((partition, key, value))
+        records = self.pending.get(partition)
+        if records is None:
+            records = self.pending[partition] = []
+        records.append((key, value))
 
     def write(self) -> None:
         """Write what RocksDB has not got yet, a batch per partition."""
@@ -137,10 +141,7 @@ class TableIO:
         if not self.pending:
             return
         topic = self.table.changelog_topic.get_topic_name()
-        by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
-        for partition, key, value in self.pending:
-            by_partition.setdefault(partition, []).append((key, value))
-        self.pending = []
+        by_partition, self.pending = self.pending, {}
         store = self.table.data
         for partition, records in by_partition.items():
             last = await producer.send_records(topic, partition, records)
