@@ -51,7 +51,7 @@ NO_VERSION = -1
 State = dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Send:
     """A message for another stage (``entity``), for its key ``key``."""
 
@@ -60,7 +60,7 @@ class Send:
     message: Message
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Broadcast:
     """The view of ``key`` at ``version`` for every child subscribed to it now."""
 

@@ -99,7 +99,7 @@ def _decode_list(value: bytes | None, what: str) -> list[Any]:
 
 
 # --------------------------------------------------------------------------- sink rows
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SinkRow:
     """A row for a ClickHouse table, already carrying ``_source``, ``_version`` and ``_is_deleted``."""
 
