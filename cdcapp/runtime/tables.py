@@ -190,21 +190,11 @@ class StageTables:
     def __init__(self, app: faust.App, entity: str, partitions: int) -> None:
         self.state = TableIO(raw_table(app, f"{entity}-state", partitions))
         self.subscriptions = TableIO(raw_table(app, f"{entity}-subscriptions", partitions))
-        #: partition -> key -> the state as last read or written in this batch, decoded. A batch
-        #: reads a key again in its later rounds (an order item's change, then its parents'
-        #: answers); states are never changed in place (``cdcapp.join.engine``), so the object
-        #: read is the object written. Emptied at ``flush``, the end of every batch: between
-        #: batches a rebalance may recover a partition's table from its changelog.
-        self.decoded: dict[int, dict[str, State]] = {}
 
     def store(self, partition: int) -> "PartitionStore":
-        decoded = self.decoded.get(partition)
-        if decoded is None:
-            decoded = self.decoded[partition] = {}
-        return PartitionStore(self, partition, decoded)
+        return PartitionStore(self, partition)
 
     async def flush(self, producer: Any) -> None:
-        self.decoded = {}
         await self.state.flush(producer)
         await self.subscriptions.flush(producer)
 
@@ -212,22 +202,15 @@ class StageTables:
 class PartitionStore:
     """The ``StageStore`` of one partition (``cdcapp.join.apply``) over a stage's tables."""
 
-    def __init__(self, tables: StageTables, partition: int, decoded: dict[str, State] | None = None) -> None:
+    def __init__(self, tables: StageTables, partition: int) -> None:
         self.tables = tables
         self.partition = partition
-        self.decoded = {} if decoded is None else decoded
 
     def get(self, key: str) -> State | None:
-        state = self.decoded.get(key)
-        if state is None:
-            raw = self.tables.state.get(self.partition, key.encode())
-            if raw is None:
-                return None
-            state = self.decoded[key] = orjson.loads(raw)
-        return state
+        raw = self.tables.state.get(self.partition, key.encode())
+        return orjson.loads(raw) if raw is not None else None
 
     def put(self, key: str, state: State) -> None:
-        self.decoded[key] = state
         self.tables.state.put(self.partition, key.encode(), orjson.dumps(state))
 
     def subscribe(self, parent: str, child_entity: str, ref: str, child_key: str, on: bool) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from faust.types import TP
@@ -77,28 +75,7 @@ def test_rocksdb_writes_wait_for_one_batch_and_reads_see_them_meanwhile(tmp_path
     tables.state.put(3, b"pg|2", None)
     db = tables.state.table.data._db_for_partition(3)
     assert db.get(b"pg|1") == b'{"pos":1}' and db.get(b"pg|2") is not None, "not written yet"
-    reader = PartitionStore(tables, 3)  # a store of its own: no state decoded before
-    assert reader.get("pg|1") == {"pos": 3} and reader.get("pg|2") is None, "but read"
+    assert partition.get("pg|1") == {"pos": 3} and partition.get("pg|2") is None, "but read"
     tables.state.write()
     assert db.get(b"pg|1") == b'{"pos":3}' and db.get(b"pg|2") is None
     assert [k for k, _ in tables.state.pending[3]] == [b"pg|1", b"pg|2", b"pg|1", b"pg|2"], "changelog: every write"
-
-
-async def test_a_batch_reads_a_state_it_read_or_wrote_without_decoding_it_again(tmp_path: Path) -> None:
-    app = create_app(unit_settings(tmp_path).model_copy(update={"store": "rocksdb://"}))
-    tables = app.pipeline.stage_tables["products"]
-    PartitionStore(tables, 1).put("pg|1", {"pos": 1})
-    first = tables.store(1).get("pg|1")
-    assert tables.store(1).get("pg|1") is first, "read once per batch, whichever round asks"
-    tables.store(1).put("pg|1", {"pos": 2})
-    assert tables.store(1).get("pg|1") == {"pos": 2} and tables.store(2).get("pg|1") is None
-
-    class Producer:
-        async def send_records(self, topic: str, partition: int, records: list) -> asyncio.Future:
-            sent = asyncio.get_running_loop().create_future()
-            sent.set_result(SimpleNamespace(offset=0))
-            return sent
-
-    await tables.flush(Producer())
-    again = tables.store(1).get("pg|1")
-    assert again == {"pos": 2} and again is not first, "the next batch reads the table: a rebalance may have recovered it"
